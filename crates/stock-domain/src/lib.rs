@@ -1,0 +1,12 @@
+//! The stock service's domain: the business rules of SPEC §2–§4, independent of Spin and
+//! HTTP. Adapters provide the [`ports`]; [`service::StockService`] does the rest.
+
+pub mod models;
+pub mod ports;
+pub mod service;
+pub mod storage;
+
+#[cfg(any(test, feature = "test-support"))]
+pub mod memory;
+
+pub use service::{Config, StockService};

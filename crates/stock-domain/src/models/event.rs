@@ -1,0 +1,68 @@
+//! Audit-trail entries. Each product has its own gap-free sequence; an entry is written
+//! once and never changed (the product record carries the newest ones until they are
+//! written under `hist/{product_id}/{seq}`).
+
+use serde::{Deserialize, Serialize};
+
+use super::ids::{ProductId, WarehouseId};
+
+/// The seed's event names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    StockUpdated,
+    StockAdjusted,
+    StockReserved,
+    StockReleased,
+    StockCommitted,
+    ReservationExpired,
+    LowStockAlert,
+    OutOfStock,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::StockUpdated => "StockUpdated",
+            Self::StockAdjusted => "StockAdjusted",
+            Self::StockReserved => "StockReserved",
+            Self::StockReleased => "StockReleased",
+            Self::StockCommitted => "StockCommitted",
+            Self::ReservationExpired => "ReservationExpired",
+            Self::LowStockAlert => "LowStockAlert",
+            Self::OutOfStock => "OutOfStock",
+        }
+    }
+}
+
+/// Product-level figures at one instant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Levels {
+    pub on_hand: u64,
+    pub reserved: u64,
+    pub available: u64,
+    pub committed: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub seq: u64,
+    pub kind: EventKind,
+    pub product_id: ProductId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warehouse_id: Option<WarehouseId>,
+    pub time: u64,
+    /// Units concerned: the signed change for adjustments, the quantity otherwise.
+    pub quantity: i64,
+    pub before: Levels,
+    pub after: Levels,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reservation_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// The operation that produced the entry.
+    pub op: String,
+}

@@ -1,0 +1,19 @@
+//! Domain types: validated values, stored records and the views callers get.
+
+pub mod event;
+pub mod ids;
+pub mod quantity;
+pub mod reservation;
+pub mod stock;
+
+pub use event::{EventKind, HistoryEntry, Levels};
+pub use ids::{IdError, IdempotencyKey, OrderId, ProductId, ReservationId, WarehouseId};
+pub use quantity::{Adjustment, MAX_UNITS, Quantity, QuantityError, StockLevel};
+pub use reservation::{
+    ReservationLine, ReservationRecord, ReservationState, ReservationStatus, ReservationView,
+    Shortage,
+};
+pub use stock::{
+    Allocation, InflightLine, LineEffect, ProductRecord, StockStatus, StockView, WarehouseStock,
+    WarehouseView,
+};

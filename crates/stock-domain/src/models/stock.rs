@@ -1,0 +1,255 @@
+//! A product's stock as stored (one record per product, every warehouse inside) and as
+//! shown. The record holds counters, not lists: reservations are aggregated into holds
+//! keyed by their expiry second, so the record stays a few kilobytes however many
+//! reservations are pending, and the reserved quantity at any instant is exact without a
+//! scheduler (holds whose expiry has passed simply stop counting).
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use super::event::{HistoryEntry, Levels};
+use super::ids::{ProductId, WarehouseId};
+
+/// One warehouse's figures for one product.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WarehouseStock {
+    pub on_hand: u64,
+    pub committed: u64,
+    pub low_stock_threshold: u64,
+    /// Units held by pending reservations, by expiry time (epoch ms, whole seconds).
+    /// A hold counts while `now < expires_at`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub holds: BTreeMap<u64, u64>,
+}
+
+impl WarehouseStock {
+    pub fn reserved(&self, now: u64) -> u64 {
+        self.holds.range(now + 1..).map(|(_, q)| q).sum()
+    }
+
+    /// Never negative: every change that lowers `on_hand` or adds a hold checks it first.
+    pub fn available(&self, now: u64) -> u64 {
+        let reserved = self.reserved(now);
+        debug_assert!(self.on_hand >= reserved, "oversold: {self:?} at {now}");
+        self.on_hand.saturating_sub(reserved)
+    }
+
+    /// Drops holds that have expired; they no longer count anyway.
+    pub fn prune(&mut self, now: u64) {
+        self.holds.retain(|&expires_at, _| expires_at > now);
+    }
+
+    pub fn add_hold(&mut self, expires_at: u64, units: u64) {
+        *self.holds.entry(expires_at).or_default() += units;
+    }
+
+    /// Removes a live hold. Returns false (and changes nothing) when the hold has expired.
+    pub fn remove_hold(&mut self, expires_at: u64, units: u64, now: u64) -> bool {
+        if expires_at <= now {
+            return false;
+        }
+        match self.holds.get_mut(&expires_at) {
+            Some(held) if *held >= units => {
+                *held -= units;
+                if *held == 0 {
+                    self.holds.remove(&expires_at);
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// What a product-level step did for one reservation line, kept in the product record
+/// until the reservation reaches a state that makes the step unambiguous (see
+/// `service::reservations`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LineEffect {
+    Held,
+    Released,
+    Committed,
+}
+
+/// Units of one line taken from one warehouse.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Allocation {
+    pub warehouse_id: WarehouseId,
+    pub quantity: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InflightLine {
+    pub effect: LineEffect,
+    pub allocations: Vec<Allocation>,
+    pub expires_at: u64,
+    /// When the product step was done (oldest lines are settled first).
+    pub since: u64,
+    /// The operation that did the step.
+    pub op: String,
+    /// Units actually committed (less than allocated only if the hold had expired and the
+    /// units were sold meanwhile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub committed: Option<u64>,
+}
+
+/// The stored record of one product (`stock/{product_id}`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProductRecord {
+    pub version: u64,
+    pub updated_at: u64,
+    pub warehouses: BTreeMap<WarehouseId, WarehouseStock>,
+    /// Number of history entries ever appended for this product.
+    pub seq: u64,
+    /// The newest history entries, authoritative until written under their own keys.
+    #[serde(default)]
+    pub outbox: VecDeque<HistoryEntry>,
+    /// Ids of the most recent operations applied, to tell whether a write landed.
+    #[serde(default)]
+    pub ops: VecDeque<String>,
+    /// Reservation lines whose product step is done but whose reservation is not settled.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inflight: BTreeMap<String, InflightLine>,
+}
+
+impl ProductRecord {
+    pub fn levels(&self, now: u64) -> Levels {
+        let mut l = Levels::default();
+        for w in self.warehouses.values() {
+            l.on_hand += w.on_hand;
+            l.reserved += w.reserved(now);
+            l.available += w.available(now);
+            l.committed += w.committed;
+        }
+        l
+    }
+
+    pub fn threshold(&self) -> u64 {
+        self.warehouses.values().map(|w| w.low_stock_threshold).sum()
+    }
+
+    pub fn status(&self, now: u64) -> StockStatus {
+        StockStatus::of(self.levels(now).available, self.threshold())
+    }
+
+    pub fn prune(&mut self, now: u64) {
+        for w in self.warehouses.values_mut() {
+            w.prune(now);
+        }
+        self.inflight
+            .retain(|_, line| !(line.effect == LineEffect::Held && line.expires_at <= now));
+    }
+
+    pub fn view(&self, product_id: &ProductId, now: u64) -> StockView {
+        let levels = self.levels(now);
+        StockView {
+            product_id: product_id.clone(),
+            on_hand: levels.on_hand,
+            reserved_quantity: levels.reserved,
+            available_quantity: levels.available,
+            committed_quantity: levels.committed,
+            low_stock_threshold: self.threshold(),
+            status: StockStatus::of(levels.available, self.threshold()),
+            updated_at: self.updated_at,
+            version: self.version,
+            warehouses: self
+                .warehouses
+                .iter()
+                .map(|(id, w)| WarehouseView {
+                    warehouse_id: id.clone(),
+                    on_hand: w.on_hand,
+                    reserved_quantity: w.reserved(now),
+                    available_quantity: w.available(now),
+                    committed_quantity: w.committed,
+                    low_stock_threshold: w.low_stock_threshold,
+                    status: StockStatus::of(w.available(now), w.low_stock_threshold),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StockStatus {
+    InStock,
+    LowStock,
+    OutOfStock,
+}
+
+impl StockStatus {
+    pub fn of(available: u64, threshold: u64) -> Self {
+        if available == 0 {
+            Self::OutOfStock
+        } else if available <= threshold {
+            Self::LowStock
+        } else {
+            Self::InStock
+        }
+    }
+}
+
+/// Stock as callers see it at one instant. Product-level figures are warehouse sums.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockView {
+    pub product_id: ProductId,
+    pub on_hand: u64,
+    pub reserved_quantity: u64,
+    pub available_quantity: u64,
+    pub committed_quantity: u64,
+    pub low_stock_threshold: u64,
+    pub status: StockStatus,
+    pub updated_at: u64,
+    pub version: u64,
+    pub warehouses: Vec<WarehouseView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WarehouseView {
+    pub warehouse_id: WarehouseId,
+    pub on_hand: u64,
+    pub reserved_quantity: u64,
+    pub available_quantity: u64,
+    pub committed_quantity: u64,
+    pub low_stock_threshold: u64,
+    pub status: StockStatus,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wh(on_hand: u64, holds: &[(u64, u64)]) -> WarehouseStock {
+        WarehouseStock {
+            on_hand,
+            holds: holds.iter().copied().collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_hold_counts_until_its_expiry_instant() {
+        let w = wh(10, &[(2_000, 3)]);
+        assert_eq!(w.available(1_999), 7);
+        assert_eq!(w.available(2_000), 10);
+    }
+
+    #[test]
+    fn removing_an_expired_hold_changes_nothing() {
+        let mut w = wh(10, &[(2_000, 3)]);
+        assert!(!w.remove_hold(2_000, 3, 2_000));
+        assert_eq!(w.holds.get(&2_000), Some(&3));
+        assert!(w.remove_hold(2_000, 3, 1_000));
+        assert!(w.holds.is_empty());
+    }
+
+    #[test]
+    fn status_is_out_at_zero_low_at_or_below_threshold_else_in() {
+        assert_eq!(StockStatus::of(0, 0), StockStatus::OutOfStock);
+        assert_eq!(StockStatus::of(5, 5), StockStatus::LowStock);
+        assert_eq!(StockStatus::of(6, 5), StockStatus::InStock);
+        assert_eq!(StockStatus::of(1, 0), StockStatus::InStock);
+    }
+}

@@ -1,0 +1,315 @@
+//! The stock service: every operation of SPEC §3 as a method, each with its own error
+//! enum. All writes go through [`StockService::write_product`] or the reservation
+//! helpers, which keep the invariants:
+//! - `available = on_hand − reserved ≥ 0` in every warehouse at every instant;
+//! - `on_hand` changes only by updates, adjustments and commits, each recorded once;
+//! - every change appends history entries with a gap-free per-product sequence.
+
+mod reservations;
+mod stock;
+
+use std::collections::VecDeque;
+
+pub use reservations::{
+    CommitError, ExpireError, ExpireReport, GetReservationError, ReleaseError, Reserve,
+    ReserveError, ReserveLine,
+};
+pub use stock::{
+    AdjustStock, AdjustStockError, AdjustmentReason, AlertView, AlertsError, Availability,
+    BatchStock, CheckAvailabilityError, GetStockError, HistoryError, HistoryPage, UpdateStock,
+    UpdateStockError,
+};
+
+use crate::models::{
+    EventKind, HistoryEntry, LineEffect, ProductId, ProductRecord, ReservationRecord,
+    ReservationState, StockStatus, WarehouseId,
+};
+use crate::ports::{Clock, IdGenerator, KeyValueStore};
+use crate::storage::{self, Decision, Engine, EngineError, Outcome, Record, RetryPolicy, keys};
+
+/// Tunables, read by the adapters from configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub default_ttl_ms: u64,
+    pub max_ttl_ms: u64,
+    pub max_lines: usize,
+    /// History entries kept inside the product record before being written out.
+    pub outbox_len: usize,
+    pub retry: RetryPolicy,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            default_ttl_ms: 15 * 60 * 1000,
+            max_ttl_ms: 2 * 60 * 60 * 1000,
+            max_lines: 100,
+            outbox_len: 8,
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+impl Record for ProductRecord {
+    const RING: usize = 64;
+    fn ops(&self) -> &VecDeque<String> {
+        &self.ops
+    }
+    fn ops_mut(&mut self) -> &mut VecDeque<String> {
+        &mut self.ops
+    }
+    fn touch(&mut self, now: u64) {
+        self.version += 1;
+        self.updated_at = now;
+    }
+}
+
+impl Record for ReservationRecord {
+    const RING: usize = 16;
+    fn ops(&self) -> &VecDeque<String> {
+        &self.ops
+    }
+    fn ops_mut(&mut self) -> &mut VecDeque<String> {
+        &mut self.ops
+    }
+    fn touch(&mut self, now: u64) {
+        self.version += 1;
+        self.updated_at = now;
+    }
+}
+
+/// A history entry before it gets its sequence number, time and levels.
+#[derive(Debug, Clone)]
+pub(crate) struct NewEvent {
+    pub kind: EventKind,
+    pub warehouse_id: Option<WarehouseId>,
+    pub quantity: i64,
+    pub reason: Option<String>,
+    pub reservation_id: Option<String>,
+    pub order_id: Option<String>,
+    pub idempotency_key: Option<String>,
+}
+
+impl NewEvent {
+    pub fn new(kind: EventKind, quantity: i64) -> Self {
+        Self {
+            kind,
+            warehouse_id: None,
+            quantity,
+            reason: None,
+            reservation_id: None,
+            order_id: None,
+            idempotency_key: None,
+        }
+    }
+}
+
+/// What a product mutation wants to do in one attempt.
+pub(crate) enum Step<R> {
+    Write {
+        record: ProductRecord,
+        events: Vec<NewEvent>,
+        result: R,
+    },
+    Keep(R),
+}
+
+/// How many in-flight reservation lines one product write looks at, so that settling
+/// costs a bounded number of reads per request.
+const SETTLE_PER_WRITE: usize = 2;
+
+pub struct StockService<K, C, I> {
+    kv: K,
+    clock: C,
+    ids: I,
+    config: Config,
+}
+
+impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
+    pub fn new(kv: K, clock: C, ids: I, config: Config) -> Self {
+        Self {
+            kv,
+            clock,
+            ids,
+            config,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn engine(&self) -> Engine<'_, K, C, I> {
+        Engine {
+            kv: &self.kv,
+            clock: &self.clock,
+            ids: &self.ids,
+            policy: &self.config.retry,
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// A fresh operation id (short: it is stored in every record's ring).
+    fn fresh_op(&self) -> String {
+        self.ids.new_id().replace('-', "")[..20].to_owned()
+    }
+
+    fn read_product(&self, id: &ProductId) -> Result<Option<ProductRecord>, EngineError> {
+        storage::read(&self.kv, &keys::product(id))
+    }
+
+    fn read_reservation(
+        &self,
+        id: &crate::models::ReservationId,
+    ) -> Result<Option<ReservationRecord>, EngineError> {
+        storage::read(&self.kv, &keys::reservation(id))
+    }
+
+    /// The one path by which a product record changes. Around the caller's decision it
+    /// prunes expired holds, settles a few in-flight reservation lines, appends the
+    /// history entries (with alerts when the product crosses its threshold) and writes
+    /// out the history entries that leave the record's outbox.
+    pub(crate) fn write_product<R, E>(
+        &self,
+        id: &ProductId,
+        op: &str,
+        mut decide: impl FnMut(Option<&ProductRecord>, u64) -> Result<Step<R>, E>,
+    ) -> Result<Outcome<ProductRecord, R>, E>
+    where
+        E: From<EngineError>,
+    {
+        self.engine()
+            .update(&keys::product(id), op, |current: Option<&ProductRecord>, now| {
+                let (mut record, mut events, result) = match decide(current, now)? {
+                    Step::Keep(result) => return Ok(Decision::Keep(result)),
+                    Step::Write {
+                        record,
+                        events,
+                        result,
+                    } => (record, events, result),
+                };
+                record.prune(now);
+                self.settle(id, &mut record, &mut events, now)?;
+                let before = current.map(|c| c.levels(now)).unwrap_or_default();
+                let before_status = current.map(|c| c.status(now));
+                let after = record.levels(now);
+                let after_status = record.status(now);
+                match (before_status, after_status) {
+                    (Some(b), StockStatus::OutOfStock) if b != StockStatus::OutOfStock => {
+                        events.push(NewEvent::new(EventKind::OutOfStock, 0));
+                    }
+                    (Some(StockStatus::InStock), StockStatus::LowStock) => {
+                        events.push(NewEvent::new(EventKind::LowStockAlert, 0));
+                    }
+                    _ => {}
+                }
+                for e in events {
+                    record.seq += 1;
+                    record.outbox.push_back(HistoryEntry {
+                        seq: record.seq,
+                        kind: e.kind,
+                        product_id: id.clone(),
+                        warehouse_id: e.warehouse_id,
+                        time: now,
+                        quantity: e.quantity,
+                        before,
+                        after,
+                        reason: e.reason,
+                        reservation_id: e.reservation_id,
+                        order_id: e.order_id,
+                        idempotency_key: e.idempotency_key,
+                        op: op.to_owned(),
+                    });
+                }
+                // Entries leaving the outbox are written out before the swap, so an
+                // entry is always either in the record or under its own key. They are
+                // immutable, so writing one twice stores the same bytes.
+                while record.outbox.len() > self.config.outbox_len {
+                    let entry = record.outbox.pop_front().expect("outbox is not empty");
+                    self.kv
+                        .set(&keys::history(id, entry.seq), &storage::encode(&entry))
+                        .map_err(EngineError::from)?;
+                }
+                Ok(Decision::Write(record, result))
+            })
+    }
+
+    /// Looks at the oldest in-flight reservation lines of a product and finishes what
+    /// their reservation's state makes unambiguous (see `service::reservations` for the
+    /// protocol). Lines of reservations still in a transitional state are left alone:
+    /// their own request, a retry, or a later read of the reservation finishes them.
+    fn settle(
+        &self,
+        product_id: &ProductId,
+        record: &mut ProductRecord,
+        events: &mut Vec<NewEvent>,
+        now: u64,
+    ) -> Result<(), EngineError> {
+        let mut oldest: Vec<(u64, String)> = record
+            .inflight
+            .iter()
+            .map(|(rid, line)| (line.since, rid.clone()))
+            .collect();
+        oldest.sort();
+        for (_, rid) in oldest.into_iter().take(SETTLE_PER_WRITE) {
+            let Ok(res_id) = crate::models::ReservationId::parse(rid.as_str()) else {
+                record.inflight.remove(&rid);
+                continue;
+            };
+            let Some(reservation) = self.read_reservation(&res_id)? else {
+                continue;
+            };
+            let line = &record.inflight[&rid];
+            let confirmed = reservation
+                .lines
+                .iter()
+                .any(|l| l.product_id == *product_id && !l.allocations.is_empty());
+            let state = reservation.state;
+            let undo = line.effect == LineEffect::Held
+                && matches!(
+                    state,
+                    ReservationState::Rejected
+                        | ReservationState::Expired
+                        | ReservationState::Releasing
+                        | ReservationState::Released
+                );
+            if undo {
+                let line = record.inflight.get_mut(&rid).expect("present");
+                let released = reservations::unhold(&mut record.warehouses, line, now);
+                line.effect = LineEffect::Released;
+                if released > 0 {
+                    let mut e = NewEvent::new(EventKind::StockReleased, released as i64);
+                    e.reservation_id = Some(rid.clone());
+                    e.reason = Some("reservation not confirmed".to_owned());
+                    events.push(e);
+                }
+            }
+            let effect = record.inflight[&rid].effect;
+            let droppable = match effect {
+                LineEffect::Held => {
+                    confirmed
+                        && matches!(
+                            state,
+                            ReservationState::Pending
+                                | ReservationState::Committing
+                                | ReservationState::Committed
+                        )
+                }
+                LineEffect::Released => matches!(
+                    state,
+                    ReservationState::Released
+                        | ReservationState::Rejected
+                        | ReservationState::Expired
+                ),
+                LineEffect::Committed => state == ReservationState::Committed,
+            };
+            if droppable {
+                record.inflight.remove(&rid);
+            }
+        }
+        Ok(())
+    }
+}

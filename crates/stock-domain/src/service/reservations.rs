@@ -1,0 +1,870 @@
+//! Reservations: reserve (one or many lines, all or nothing), release, commit, lookup,
+//! and the expiry sweep.
+//!
+//! # Protocol
+//! A reservation touches its own record (`res/{id}`) and one product record per line,
+//! with no multi-key transaction. Correctness rests on three rules:
+//!
+//! 1. **Intent first.** The reservation record is written (state `Reserving`, under a
+//!    fresh or idempotency-derived id) before any product is touched, so every product
+//!    step can be traced back to it.
+//! 2. **One decision point.** Every outcome is decided by a compare-and-swap on the
+//!    reservation record (`Reserving → Pending | Rejected`, `Pending → Releasing`,
+//!    `Pending → Committing`) *before* the corresponding product steps, and finished
+//!    (`→ Released | Committed`) after them. Whoever finds a reservation in a
+//!    transitional state finishes the job the same way (a retry, a lookup, a commit,
+//!    the sweep).
+//! 3. **Product steps are idempotent.** Each product record keeps an in-flight entry per
+//!    reservation it has acted on (`Held`, `Released`, `Committed`, plus the id of the
+//!    placing operation) until the reservation's state makes the entry redundant.
+//!    An absent entry therefore means "never placed" while the reservation is not yet
+//!    confirmed, and "held as recorded in the reservation" once it is: the two are told
+//!    apart by the line's recorded placement.
+//!
+//! Holds carry their expiry, so a reservation abandoned by a crashed request holds its
+//! units at most until its TTL, and reads are exact without any scheduler.
+
+use super::stock::engine_errors;
+use super::{NewEvent, Step, StockService};
+use crate::models::{
+    Allocation, EventKind, IdempotencyKey, InflightLine, LineEffect, OrderId, ProductId,
+    Quantity, ReservationId, ReservationLine, ReservationRecord, ReservationState, ReservationView, Shortage, WarehouseId, WarehouseStock,
+};
+use crate::ports::{Clock, IdGenerator, KeyValueStore};
+use crate::storage::{self, Decision, EngineError, Outcome, keys};
+
+use std::collections::BTreeMap;
+
+/// A reservation left in a transitional state this long is presumed abandoned by its
+/// request and finished by whoever reads it next.
+const STALE_AFTER_MS: u64 = 2_000;
+
+#[derive(Debug, Clone)]
+pub struct ReserveLine {
+    pub product_id: ProductId,
+    pub quantity: Quantity,
+    pub warehouse_id: Option<WarehouseId>,
+}
+
+/// `POST /v1/reservations`.
+#[derive(Debug, Clone)]
+pub struct Reserve {
+    pub lines: Vec<ReserveLine>,
+    pub ttl_ms: Option<u64>,
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReserveError {
+    #[error("a reservation needs at least one line")]
+    NoLines,
+    #[error("a reservation has at most {max} lines")]
+    TooManyLines { max: usize },
+    #[error("product {0} appears on more than one line for the same warehouse")]
+    DuplicateLine(ProductId),
+    #[error("ttl must be between 1 second and {max_ms} ms")]
+    TtlOutOfRange { max_ms: u64 },
+    #[error("product {0} does not exist")]
+    ProductNotFound(ProductId),
+    #[error("only {available} units of {product_id} are available, {requested} requested")]
+    InsufficientStock {
+        product_id: ProductId,
+        requested: u64,
+        available: u64,
+    },
+    #[error("this Idempotency-Key was used for a different request")]
+    IdempotencyMismatch,
+    #[error("the stock records are too contended right now")]
+    Busy,
+    #[error(transparent)]
+    Unknown(#[from] anyhow::Error),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    #[error("reservation {0} does not exist")]
+    NotFound(ReservationId),
+    #[error("reservation is already committed")]
+    AlreadyCommitted,
+    #[error("reservation was rejected and holds nothing")]
+    Rejected,
+    #[error("the stock records are too contended right now")]
+    Busy,
+    #[error(transparent)]
+    Unknown(#[from] anyhow::Error),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    #[error("reservation {0} does not exist")]
+    NotFound(ReservationId),
+    #[error("reservation expired at {expires_at}")]
+    Expired { expires_at: u64 },
+    #[error("reservation was released")]
+    AlreadyReleased,
+    #[error("reservation was rejected and holds nothing")]
+    Rejected,
+    #[error("reservation is already committed to order {committed_to}")]
+    OrderMismatch { committed_to: OrderId },
+    #[error("the stock records are too contended right now")]
+    Busy,
+    #[error(transparent)]
+    Unknown(#[from] anyhow::Error),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GetReservationError {
+    #[error("reservation {0} does not exist")]
+    NotFound(ReservationId),
+    #[error("the stock records are too contended right now")]
+    Busy,
+    #[error(transparent)]
+    Unknown(#[from] anyhow::Error),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExpireError {
+    #[error("the stock records are too contended right now")]
+    Busy,
+    #[error(transparent)]
+    Unknown(#[from] anyhow::Error),
+}
+
+/// What the expiry sweep did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ExpireReport {
+    /// Reservations recorded as expired by this sweep.
+    pub expired: Vec<ReservationId>,
+    /// Reservations found abandoned mid-change and finished.
+    pub repaired: Vec<ReservationId>,
+}
+
+engine_errors!(
+    ReserveError,
+    ReleaseError,
+    CommitError,
+    GetReservationError,
+    ExpireError
+);
+
+/// What placing one line on its product found.
+enum Placement {
+    Placed { allocations: Vec<Allocation>, op: String },
+    Short(Shortage),
+    /// The reservation was released before this line could be placed.
+    Cancelled,
+}
+
+/// Where the units of a line come from: the named warehouse, or else the warehouses
+/// with the most available units first (ties by id), splitting across them if needed.
+fn allocate(
+    warehouses: &BTreeMap<WarehouseId, WarehouseStock>,
+    wanted: Option<&WarehouseId>,
+    quantity: u64,
+    now: u64,
+) -> Result<Vec<Allocation>, u64> {
+    let mut candidates: Vec<(&WarehouseId, u64)> = warehouses
+        .iter()
+        .filter(|(id, _)| wanted.is_none_or(|w| w == *id))
+        .map(|(id, w)| (id, w.available(now)))
+        .filter(|(_, available)| *available > 0)
+        .collect();
+    let total: u64 = candidates.iter().map(|(_, a)| a).sum();
+    if total < quantity {
+        return Err(total);
+    }
+    candidates.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let mut left = quantity;
+    let mut allocations = Vec::new();
+    for (id, available) in candidates {
+        if left == 0 {
+            break;
+        }
+        let take = available.min(left);
+        allocations.push(Allocation {
+            warehouse_id: id.clone(),
+            quantity: take,
+        });
+        left -= take;
+    }
+    Ok(allocations)
+}
+
+/// Releases a line's live holds; returns the units released.
+pub(crate) fn unhold(
+    warehouses: &mut BTreeMap<WarehouseId, WarehouseStock>,
+    line: &InflightLine,
+    now: u64,
+) -> u64 {
+    release_allocations(warehouses, &line.allocations, line.expires_at, now)
+}
+
+fn release_allocations(
+    warehouses: &mut BTreeMap<WarehouseId, WarehouseStock>,
+    allocations: &[Allocation],
+    expires_at: u64,
+    now: u64,
+) -> u64 {
+    let mut released = 0;
+    for a in allocations {
+        if let Some(w) = warehouses.get_mut(&a.warehouse_id)
+            && w.remove_hold(expires_at, a.quantity, now)
+        {
+            released += a.quantity;
+        }
+    }
+    released
+}
+
+/// Commits allocations: live holds are consumed; units whose hold expired meanwhile are
+/// taken from what is available, never more. Returns the units committed.
+fn commit_allocations(
+    warehouses: &mut BTreeMap<WarehouseId, WarehouseStock>,
+    allocations: &[Allocation],
+    expires_at: u64,
+    now: u64,
+) -> u64 {
+    let mut committed = 0;
+    for a in allocations {
+        let Some(w) = warehouses.get_mut(&a.warehouse_id) else {
+            continue;
+        };
+        let units = if w.remove_hold(expires_at, a.quantity, now) {
+            a.quantity
+        } else {
+            a.quantity.min(w.available(now))
+        };
+        w.on_hand -= units;
+        w.committed += units;
+        committed += units;
+    }
+    committed
+}
+
+/// Rounds an expiry up to the whole second, so holds aggregate into few buckets.
+fn expiry(now: u64, ttl_ms: u64) -> u64 {
+    (now + ttl_ms).div_ceil(1000) * 1000
+}
+
+impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
+    pub fn reserve(&self, cmd: Reserve) -> Result<ReservationView, ReserveError> {
+        if cmd.lines.is_empty() {
+            return Err(ReserveError::NoLines);
+        }
+        if cmd.lines.len() > self.config.max_lines {
+            return Err(ReserveError::TooManyLines {
+                max: self.config.max_lines,
+            });
+        }
+        for (i, line) in cmd.lines.iter().enumerate() {
+            if cmd.lines[..i].iter().any(|other| {
+                other.product_id == line.product_id && other.warehouse_id == line.warehouse_id
+            }) {
+                return Err(ReserveError::DuplicateLine(line.product_id.clone()));
+            }
+        }
+        let ttl = cmd.ttl_ms.unwrap_or(self.config.default_ttl_ms);
+        if !(1000..=self.config.max_ttl_ms).contains(&ttl) {
+            return Err(ReserveError::TtlOutOfRange {
+                max_ms: self.config.max_ttl_ms,
+            });
+        }
+        let request: String = cmd
+            .lines
+            .iter()
+            .map(|l| {
+                format!(
+                    "{}|{}|{};",
+                    l.product_id,
+                    l.quantity.get(),
+                    l.warehouse_id.as_ref().map_or("", |w| w.as_str())
+                )
+            })
+            .chain([format!("ttl={ttl}")])
+            .collect();
+        let (id, fingerprint) = match &cmd.idempotency_key {
+            Some(key) => {
+                let a = storage::digest(&["reservation", key.as_str()]);
+                let b = storage::digest(&["reservation-id", key.as_str()]);
+                let id = format!(
+                    "{:08x}-{:04x}-5{:03x}-8{:03x}-{:012x}",
+                    a >> 32,
+                    (a >> 16) & 0xffff,
+                    a & 0xfff,
+                    (b >> 48) & 0xfff,
+                    b & 0xffff_ffff_ffff
+                );
+                let fingerprint = format!("{:016x}", storage::digest(&[&request]));
+                (id, Some(fingerprint))
+            }
+            None => (self.ids.new_id(), None),
+        };
+        let id = ReservationId::parse(id).map_err(anyhow::Error::from)?;
+        if cmd.idempotency_key.is_some()
+            && let Some(existing) = self.read_reservation(&id)?
+        {
+            if existing.fingerprint != fingerprint {
+                return Err(ReserveError::IdempotencyMismatch);
+            }
+            return self.reserve_outcome(self.drive(existing)?);
+        }
+        let now = self.now();
+        let record = ReservationRecord {
+            id: id.clone(),
+            state: ReservationState::Reserving,
+            lines: cmd
+                .lines
+                .iter()
+                .map(|l| ReservationLine {
+                    product_id: l.product_id.clone(),
+                    warehouse_id: l.warehouse_id.clone(),
+                    quantity: l.quantity.get(),
+                    allocations: Vec::new(),
+                    placement: None,
+                    committed: None,
+                })
+                .collect(),
+            created_at: now,
+            updated_at: now,
+            expires_at: expiry(now, ttl),
+            order_id: None,
+            fingerprint,
+            idempotency_key: cmd.idempotency_key.as_ref().map(|k| k.as_str().to_owned()),
+            shortage: None,
+            version: 1,
+            ops: Default::default(),
+        };
+        self.kv
+            .set(&keys::reservation(&id), &storage::encode(&record))
+            .map_err(EngineError::from)?;
+        self.reserve_outcome(self.drive(record)?)
+    }
+
+    fn reserve_outcome(&self, record: ReservationRecord) -> Result<ReservationView, ReserveError> {
+        match (record.state, record.shortage.clone()) {
+            (ReservationState::Rejected, Some(s)) if s.unknown_product => {
+                Err(ReserveError::ProductNotFound(s.product_id))
+            }
+            (ReservationState::Rejected, Some(s)) => Err(ReserveError::InsufficientStock {
+                product_id: s.product_id,
+                requested: s.requested,
+                available: s.available,
+            }),
+            _ => Ok(record.view(self.now())),
+        }
+    }
+
+    pub fn get_reservation(
+        &self,
+        id: &ReservationId,
+    ) -> Result<ReservationView, GetReservationError> {
+        let record = self
+            .read_reservation(id)?
+            .ok_or_else(|| GetReservationError::NotFound(id.clone()))?;
+        let record = if !record.state.is_settled()
+            && record.updated_at + STALE_AFTER_MS <= self.now()
+        {
+            self.drive(record)?
+        } else {
+            record
+        };
+        Ok(record.view(self.now()))
+    }
+
+    pub fn release(&self, id: &ReservationId) -> Result<ReservationView, ReleaseError> {
+        let missing = || ReleaseError::NotFound(id.clone());
+        let decided = self.transition(id, missing, |r, now| match r.state {
+            ReservationState::Committing | ReservationState::Committed => {
+                Err(ReleaseError::AlreadyCommitted)
+            }
+            ReservationState::Rejected => Err(ReleaseError::Rejected),
+            ReservationState::Releasing
+            | ReservationState::Released
+            | ReservationState::Expired => Ok(None),
+            ReservationState::Reserving | ReservationState::Pending if now >= r.expires_at => {
+                Ok(None)
+            }
+            ReservationState::Reserving | ReservationState::Pending => {
+                let mut next = r.clone();
+                next.state = ReservationState::Releasing;
+                Ok(Some(next))
+            }
+        })?;
+        Ok(self.drive(decided)?.view(self.now()))
+    }
+
+    pub fn commit(
+        &self,
+        id: &ReservationId,
+        order_id: &OrderId,
+    ) -> Result<ReservationView, CommitError> {
+        let current = self
+            .read_reservation(id)?
+            .ok_or_else(|| CommitError::NotFound(id.clone()))?;
+        // A commit may arrive while the reservation is still being placed (its request
+        // died): finish placing it first.
+        if current.state == ReservationState::Reserving {
+            self.drive(current)?;
+        }
+        let missing = || CommitError::NotFound(id.clone());
+        let decided = self.transition(id, missing, |r, now| match r.state {
+            ReservationState::Committing | ReservationState::Committed => {
+                match &r.order_id {
+                    Some(o) if o != order_id => Err(CommitError::OrderMismatch {
+                        committed_to: o.clone(),
+                    }),
+                    _ => Ok(None),
+                }
+            }
+            ReservationState::Releasing | ReservationState::Released => {
+                Err(CommitError::AlreadyReleased)
+            }
+            ReservationState::Rejected => Err(CommitError::Rejected),
+            ReservationState::Expired => Err(CommitError::Expired {
+                expires_at: r.expires_at,
+            }),
+            ReservationState::Reserving | ReservationState::Pending if now >= r.expires_at => {
+                Err(CommitError::Expired {
+                    expires_at: r.expires_at,
+                })
+            }
+            ReservationState::Reserving => Err(CommitError::Busy),
+            ReservationState::Pending => {
+                let mut next = r.clone();
+                next.state = ReservationState::Committing;
+                next.order_id = Some(order_id.clone());
+                Ok(Some(next))
+            }
+        })?;
+        Ok(self.drive(decided)?.view(self.now()))
+    }
+
+    /// Records every lapsed reservation as expired (with a `ReservationExpired` entry in
+    /// each product's history) and finishes reservations abandoned mid-change.
+    pub fn expire_due(&self) -> Result<ExpireReport, ExpireError> {
+        let mut report = ExpireReport::default();
+        let keys = self.kv.list_keys().map_err(EngineError::from)?;
+        for key in keys {
+            let Some(raw) = key.strip_prefix(keys::RESERVATION_PREFIX) else {
+                continue;
+            };
+            let Ok(id) = ReservationId::parse(raw) else {
+                continue;
+            };
+            let Some(record) = self.read_reservation(&id)? else {
+                continue;
+            };
+            let now = self.now();
+            let lapsed = matches!(
+                record.state,
+                ReservationState::Reserving | ReservationState::Pending
+            ) && now >= record.expires_at;
+            if lapsed {
+                self.record_expiry(record)?;
+                report.expired.push(id);
+            } else if !record.state.is_settled() && record.updated_at + STALE_AFTER_MS <= now {
+                self.drive(record)?;
+                report.repaired.push(id);
+            }
+        }
+        Ok(report)
+    }
+
+    fn record_expiry(&self, record: ReservationRecord) -> Result<(), ExpireError> {
+        // History first, keyed by an operation id derived from the reservation, so a
+        // sweep that dies half-way and runs again does not record an expiry twice.
+        let op = format!("x{:016x}", storage::digest(&["expire", record.id.as_str()]));
+        for line in &record.lines {
+            self.write_product(&line.product_id, &op, |current, _| {
+                let Some(current) = current else {
+                    return Ok::<_, ExpireError>(Step::Keep(()));
+                };
+                let mut e = NewEvent::new(EventKind::ReservationExpired, line.quantity as i64);
+                e.reservation_id = Some(record.id.to_string());
+                Ok(Step::Write {
+                    record: current.clone(),
+                    events: vec![e],
+                    result: (),
+                })
+            })?;
+        }
+        let missing = || ExpireError::Unknown(anyhow::anyhow!("reservation vanished"));
+        self.transition(&record.id, missing, |r, _| {
+            Ok(matches!(
+                r.state,
+                ReservationState::Reserving | ReservationState::Pending
+            )
+            .then(|| {
+                let mut next = r.clone();
+                next.state = ReservationState::Expired;
+                next
+            }))
+        })?;
+        Ok(())
+    }
+
+    /// Compare-and-swap on a reservation record. `decide` returns the next record, or
+    /// `None` to leave it as it is; the record as it ends up is returned.
+    fn transition<E>(
+        &self,
+        id: &ReservationId,
+        missing: impl Fn() -> E,
+        mut decide: impl FnMut(&ReservationRecord, u64) -> Result<Option<ReservationRecord>, E>,
+    ) -> Result<ReservationRecord, E>
+    where
+        E: From<EngineError>,
+    {
+        let op = self.fresh_op();
+        let outcome = self
+            .engine()
+            .update(&keys::reservation(id), &op, |current, now| {
+                let Some(current) = current else {
+                    return Err(missing());
+                };
+                Ok(match decide(current, now)? {
+                    Some(next) => Decision::Write(next, None),
+                    None => Decision::Keep(Some(current.clone())),
+                })
+            })?;
+        Ok(match outcome {
+            Outcome::Written { record, .. } | Outcome::AlreadyApplied(record) => record,
+            Outcome::Kept(record) => record.expect("kept records are returned"),
+        })
+    }
+
+    /// Finishes whatever a reservation's state calls for, from any point a request may
+    /// have stopped at, and returns the settled record.
+    fn drive(&self, record: ReservationRecord) -> Result<ReservationRecord, EngineError> {
+        match record.state {
+            ReservationState::Reserving => self.place(record),
+            ReservationState::Releasing => self.finish(record, LineEffect::Released),
+            ReservationState::Committing => self.finish(record, LineEffect::Committed),
+            _ => Ok(record),
+        }
+    }
+
+    /// Places every line, then decides `Pending` or `Rejected`.
+    fn place(&self, record: ReservationRecord) -> Result<ReservationRecord, EngineError> {
+        let mut placed = Vec::with_capacity(record.lines.len());
+        let mut shortage = None;
+        for line in &record.lines {
+            match self.place_line(&record, line)? {
+                Placement::Placed { allocations, op } => placed.push((allocations, op)),
+                Placement::Short(s) => {
+                    shortage = Some(s);
+                    break;
+                }
+                Placement::Cancelled => break,
+            }
+        }
+        let complete = placed.len() == record.lines.len();
+        let missing = || EngineError::Kv(anyhow::anyhow!("reservation vanished").into());
+        let decided = self.transition(&record.id, missing, |r, _| {
+            if r.state != ReservationState::Reserving {
+                return Ok(None);
+            }
+            let mut next = r.clone();
+            if complete {
+                next.state = ReservationState::Pending;
+                for (line, (allocations, op)) in next.lines.iter_mut().zip(&placed) {
+                    line.allocations = allocations.clone();
+                    line.placement = Some(op.clone());
+                }
+            } else {
+                next.state = ReservationState::Rejected;
+                next.shortage = shortage.clone();
+            }
+            Ok(Some(next))
+        })?;
+        // Undo what this call placed if the reservation did not end up holding it.
+        if decided.state != ReservationState::Pending {
+            self.finish(decided, LineEffect::Released)
+        } else {
+            Ok(decided)
+        }
+    }
+
+    fn place_line(
+        &self,
+        record: &ReservationRecord,
+        line: &ReservationLine,
+    ) -> Result<Placement, EngineError> {
+        let rid = record.id.as_str();
+        let op = self.fresh_op();
+        let outcome = self.write_product(&line.product_id, &op, |current, now| {
+            let Some(current) = current else {
+                return Ok::<_, EngineError>(Step::Keep(Placement::Short(Shortage {
+                    product_id: line.product_id.clone(),
+                    requested: line.quantity,
+                    available: 0,
+                    unknown_product: true,
+                })));
+            };
+            if let Some(entry) = current.inflight.get(rid) {
+                return Ok(Step::Keep(match entry.effect {
+                    LineEffect::Held => Placement::Placed {
+                        allocations: entry.allocations.clone(),
+                        op: entry.op.clone(),
+                    },
+                    LineEffect::Released | LineEffect::Committed => Placement::Cancelled,
+                }));
+            }
+            let allocations = match allocate(
+                &current.warehouses,
+                line.warehouse_id.as_ref(),
+                line.quantity,
+                now,
+            ) {
+                Ok(a) => a,
+                Err(available) => {
+                    return Ok(Step::Keep(Placement::Short(Shortage {
+                        product_id: line.product_id.clone(),
+                        requested: line.quantity,
+                        available,
+                        unknown_product: false,
+                    })));
+                }
+            };
+            let mut next = current.clone();
+            let mut events = Vec::new();
+            for a in &allocations {
+                next.warehouses
+                    .get_mut(&a.warehouse_id)
+                    .expect("allocated from an existing warehouse")
+                    .add_hold(record.expires_at, a.quantity);
+                let mut e = NewEvent::new(EventKind::StockReserved, a.quantity as i64);
+                e.warehouse_id = Some(a.warehouse_id.clone());
+                e.reservation_id = Some(rid.to_owned());
+                e.idempotency_key = record.idempotency_key.clone();
+                events.push(e);
+            }
+            next.inflight.insert(
+                rid.to_owned(),
+                InflightLine {
+                    effect: LineEffect::Held,
+                    allocations: allocations.clone(),
+                    expires_at: record.expires_at,
+                    since: now,
+                    op: op.clone(),
+                    committed: None,
+                },
+            );
+            Ok(Step::Write {
+                record: next,
+                events,
+                result: Placement::Placed {
+                    allocations,
+                    op: op.clone(),
+                },
+            })
+        })?;
+        Ok(match outcome {
+            Outcome::Written { result, .. } | Outcome::Kept(result) => result,
+            Outcome::AlreadyApplied(_) => unreachable!("a fresh operation id is never applied"),
+        })
+    }
+
+    /// Applies a decided release or commit to every line, then settles the reservation.
+    fn finish(
+        &self,
+        record: ReservationRecord,
+        target: LineEffect,
+    ) -> Result<ReservationRecord, EngineError> {
+        let mut committed = Vec::with_capacity(record.lines.len());
+        for line in &record.lines {
+            committed.push(self.finish_line(&record, line, target)?);
+        }
+        let missing = || EngineError::Kv(anyhow::anyhow!("reservation vanished").into());
+        self.transition(&record.id, missing, |r, _| {
+            let settled = match r.state {
+                ReservationState::Releasing => ReservationState::Released,
+                ReservationState::Committing => ReservationState::Committed,
+                _ => return Ok(None),
+            };
+            let mut next = r.clone();
+            next.state = settled;
+            if settled == ReservationState::Committed {
+                for (line, units) in next.lines.iter_mut().zip(&committed) {
+                    line.committed = Some(*units);
+                }
+            }
+            Ok(Some(next))
+        })
+    }
+
+    /// One product step of a decided release or commit; returns units committed.
+    fn finish_line(
+        &self,
+        record: &ReservationRecord,
+        line: &ReservationLine,
+        target: LineEffect,
+    ) -> Result<u64, EngineError> {
+        let rid = record.id.as_str();
+        let op = self.fresh_op();
+        let outcome = self.write_product(&line.product_id, &op, |current, now| {
+            let Some(current) = current else {
+                return Ok::<_, EngineError>(Step::Keep(0));
+            };
+            let entry = current.inflight.get(rid);
+            if let Some(e) = entry
+                && e.effect != LineEffect::Held
+            {
+                return Ok(Step::Keep(e.committed.unwrap_or(0)));
+            }
+            let mut next = current.clone();
+            let mut released = 0;
+            // A hold placed by an operation other than the recorded placement is a
+            // duplicate from a racing retry: give it back whatever the target.
+            let stray = entry.filter(|e| line.placement.as_deref() != Some(e.op.as_str()));
+            if let Some(e) = entry
+                && (stray.is_some() || target == LineEffect::Released)
+            {
+                released += unhold(&mut next.warehouses, e, now);
+            }
+            let confirmed = line.placement.is_some();
+            let recorded_hold_live = confirmed && (entry.is_none() || stray.is_some());
+            let mut units_committed = 0;
+            match target {
+                LineEffect::Released if recorded_hold_live => {
+                    released += release_allocations(
+                        &mut next.warehouses,
+                        &line.allocations,
+                        record.expires_at,
+                        now,
+                    );
+                }
+                LineEffect::Committed => {
+                    let allocations = match entry {
+                        Some(e) if stray.is_none() => e.allocations.clone(),
+                        _ => line.allocations.clone(),
+                    };
+                    units_committed = commit_allocations(
+                        &mut next.warehouses,
+                        &allocations,
+                        record.expires_at,
+                        now,
+                    );
+                }
+                _ => {}
+            }
+            next.inflight.insert(
+                rid.to_owned(),
+                InflightLine {
+                    effect: target,
+                    allocations: Vec::new(),
+                    expires_at: record.expires_at,
+                    since: now,
+                    op: op.clone(),
+                    committed: (target == LineEffect::Committed).then_some(units_committed),
+                },
+            );
+            let mut events = Vec::new();
+            if released > 0 {
+                let mut e = NewEvent::new(EventKind::StockReleased, released as i64);
+                e.reservation_id = Some(rid.to_owned());
+                events.push(e);
+            }
+            if target == LineEffect::Committed {
+                let mut e = NewEvent::new(EventKind::StockCommitted, units_committed as i64);
+                e.reservation_id = Some(rid.to_owned());
+                e.order_id = record.order_id.as_ref().map(|o| o.to_string());
+                if units_committed < line.quantity {
+                    e.reason = Some(format!(
+                        "hold expired before the commit was applied: {} of {} units committed",
+                        units_committed, line.quantity
+                    ));
+                }
+                events.push(e);
+            }
+            Ok(Step::Write {
+                record: next,
+                events,
+                result: units_committed,
+            })
+        })?;
+        Ok(match outcome {
+            Outcome::Written { result, .. } | Outcome::Kept(result) => result,
+            Outcome::AlreadyApplied(_) => unreachable!("a fresh operation id is never applied"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::ReservationStatus;
+
+    fn warehouses(levels: &[(&str, u64)]) -> BTreeMap<WarehouseId, WarehouseStock> {
+        levels
+            .iter()
+            .map(|(id, on_hand)| {
+                (
+                    WarehouseId::parse(*id).unwrap(),
+                    WarehouseStock {
+                        on_hand: *on_hand,
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn allocation_takes_from_the_fullest_warehouse_first_and_splits() {
+        let w = warehouses(&[("a", 3), ("b", 5)]);
+        let got = allocate(&w, None, 7, 0).unwrap();
+        let got: Vec<(&str, u64)> = got
+            .iter()
+            .map(|a| (a.warehouse_id.as_str(), a.quantity))
+            .collect();
+        assert_eq!(got, vec![("b", 5), ("a", 2)]);
+    }
+
+    #[test]
+    fn allocation_in_a_named_warehouse_ignores_the_others() {
+        let w = warehouses(&[("a", 3), ("b", 5)]);
+        let a = WarehouseId::parse("a").unwrap();
+        assert_eq!(allocate(&w, Some(&a), 4, 0).unwrap_err(), 3);
+    }
+
+    #[test]
+    fn expiry_rounds_up_to_the_second() {
+        assert_eq!(expiry(1_500, 1_000), 3_000);
+        assert_eq!(expiry(2_000, 1_000), 3_000);
+    }
+
+    #[test]
+    fn status_of_a_pending_reservation_turns_expired_at_its_expiry() {
+        let r = ReservationRecord {
+            id: ReservationId::parse("r").unwrap(),
+            state: ReservationState::Pending,
+            lines: vec![],
+            created_at: 0,
+            updated_at: 0,
+            expires_at: 1_000,
+            order_id: None,
+            fingerprint: None,
+            idempotency_key: None,
+            shortage: None,
+            version: 1,
+            ops: Default::default(),
+        };
+        assert_eq!(r.status(999), ReservationStatus::Pending);
+        assert_eq!(r.status(1_000), ReservationStatus::Expired);
+    }
+
+    #[test]
+    fn committing_an_expired_hold_takes_at_most_what_is_available() {
+        let mut w = warehouses(&[("a", 5)]);
+        let a = WarehouseId::parse("a").unwrap();
+        w.get_mut(&a).unwrap().add_hold(10_000, 4);
+        let allocations = vec![Allocation {
+            warehouse_id: a.clone(),
+            quantity: 3,
+        }];
+        // The line's own hold (expiring at 1_000) is gone; another live hold keeps 4.
+        assert_eq!(commit_allocations(&mut w, &allocations, 1_000, 2_000), 1);
+        assert_eq!(w[&a].on_hand, 4);
+        assert_eq!(w[&a].available(2_000), 0);
+    }
+}

@@ -1,0 +1,267 @@
+//! How the domain uses the key-value store: key layout, record encoding, and the one
+//! compare-and-swap loop every mutation goes through.
+//!
+//! The loop is written for the stores Spin actually ships (SPEC §5):
+//! - every write carries an operation id, remembered in a small ring inside the record,
+//!   so after any answer from `swap` (true or false) the next read tells whether the
+//!   write landed — a reported failure is never trusted and, with `verify_writes`, a
+//!   reported success is not either;
+//! - a record is never *created* by compare-and-swap (on SQLite that is an unconditional
+//!   upsert): the creator is elected with the store's atomic `increment` on a side key,
+//!   and the others wait for it;
+//! - retries are bounded, with full-jitter exponential backoff; exhaustion is
+//!   `EngineError::Contention`, which the HTTP layer turns into 503 + `Retry-After`.
+
+use std::collections::VecDeque;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::ports::{CasHandle, Clock, IdGenerator, KeyValueStore, KvError, SwapError};
+
+/// Key layout. Prefixes are distinct so that listing the store can tell records apart.
+pub mod keys {
+    use crate::models::{ProductId, ReservationId};
+
+    pub const PRODUCT_PREFIX: &str = "stock/";
+    pub const RESERVATION_PREFIX: &str = "res/";
+
+    pub fn product(id: &ProductId) -> String {
+        format!("{PRODUCT_PREFIX}{id}")
+    }
+
+    pub fn reservation(id: &ReservationId) -> String {
+        format!("{RESERVATION_PREFIX}{id}")
+    }
+
+    pub fn history(id: &ProductId, seq: u64) -> String {
+        format!("hist/{id}/{seq:020}")
+    }
+
+    pub fn idempotency(scope: &str, digest: &str) -> String {
+        format!("idem/{scope}/{digest}")
+    }
+
+    /// Side counter used to elect the single creator of `key`.
+    pub fn birth(key: &str) -> String {
+        format!("birth/{key}")
+    }
+}
+
+/// A stored record that carries the ids of the operations recently applied to it.
+pub trait Record: Serialize + DeserializeOwned + Clone {
+    /// How many operation ids the record remembers. It must exceed the number of writes
+    /// that can land on one key between a writer's swap and its next read.
+    const RING: usize;
+    fn ops(&self) -> &VecDeque<String>;
+    fn ops_mut(&mut self) -> &mut VecDeque<String>;
+    /// Marks a new version written at `now`.
+    fn touch(&mut self, now: u64);
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("the store stayed contended through every retry")]
+    Contention,
+    #[error(transparent)]
+    Kv(#[from] KvError),
+    #[error("record {key} is not readable: {source}")]
+    Corrupt {
+        key: String,
+        source: serde_json::Error,
+    },
+}
+
+/// What one attempt of an update wants.
+pub enum Decision<T, R> {
+    /// Write this new record; `R` is the caller's result if it lands.
+    Write(T, R),
+    /// Write nothing (no-op, already done, or a refusal carried in `R`).
+    Keep(R),
+}
+
+/// How an update ended.
+pub enum Outcome<T, R> {
+    /// This call's write landed; `record` is what it wrote.
+    Written { record: T, result: R },
+    /// The decision was to write nothing.
+    Kept(R),
+    /// The operation id was already in the record: an earlier call applied it.
+    AlreadyApplied(T),
+}
+
+/// Retry and verification policy.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub base_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    /// Re-read after a reported success to confirm the operation id is there.
+    pub verify_writes: bool,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 24,
+            base_backoff_ms: 1,
+            max_backoff_ms: 64,
+            verify_writes: true,
+        }
+    }
+}
+
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("domain records always serialize")
+}
+
+pub fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, EngineError> {
+    serde_json::from_slice(bytes).map_err(|source| EngineError::Corrupt {
+        key: key.to_owned(),
+        source,
+    })
+}
+
+/// Reads and decodes one key.
+pub fn read<K: KeyValueStore, T: DeserializeOwned>(
+    kv: &K,
+    key: &str,
+) -> Result<Option<T>, EngineError> {
+    kv.get(key)?.map(|b| decode(key, &b)).transpose()
+}
+
+/// The compare-and-swap loop, bound to the ports it needs.
+pub struct Engine<'a, K, C, I> {
+    pub kv: &'a K,
+    pub clock: &'a C,
+    pub ids: &'a I,
+    pub policy: &'a RetryPolicy,
+}
+
+impl<K: KeyValueStore, C: Clock, I: IdGenerator> Engine<'_, K, C, I> {
+    fn backoff(&self, attempt: u32) {
+        let ceiling = self
+            .policy
+            .base_backoff_ms
+            .saturating_mul(1 << attempt.min(16))
+            .min(self.policy.max_backoff_ms)
+            .max(1);
+        self.clock.sleep_ms(1 + self.ids.jitter(ceiling));
+    }
+
+    /// Applies `decide` to the current record of `key` until the write lands, the
+    /// decision is to keep, or the retries run out.
+    ///
+    /// `decide` sees the current record (`None` if absent) and the time; it may run
+    /// several times and may read other keys, but must not write anything it would not
+    /// write again identically. Returning `Write` for an absent key creates the record.
+    pub fn update<T, R, E>(
+        &self,
+        key: &str,
+        op: &str,
+        mut decide: impl FnMut(Option<&T>, u64) -> Result<Decision<T, R>, E>,
+    ) -> Result<Outcome<T, R>, E>
+    where
+        T: Record,
+        E: From<EngineError>,
+    {
+        // A write whose swap reported failure: it may still have landed.
+        let mut unsure: Option<R> = None;
+        let mut lost_election = false;
+        for attempt in 0..self.policy.max_attempts {
+            if attempt > 0 {
+                self.backoff(attempt);
+            }
+            let cas = self.kv.cas(key).map_err(EngineError::from)?;
+            let current: Option<T> = match cas.current().map_err(EngineError::from)? {
+                Some(bytes) => Some(decode(key, &bytes)?),
+                None => None,
+            };
+            if let Some(record) = &current
+                && record.ops().iter().any(|o| o == op)
+            {
+                return Ok(match unsure.take() {
+                    Some(result) => Outcome::Written {
+                        record: record.clone(),
+                        result,
+                    },
+                    None => Outcome::AlreadyApplied(record.clone()),
+                });
+            }
+            unsure = None;
+            let now = self.clock.now_ms();
+            let (mut next, result) = match decide(current.as_ref(), now)? {
+                Decision::Keep(result) => return Ok(Outcome::Kept(result)),
+                Decision::Write(next, result) => (next, result),
+            };
+            let ring = next.ops_mut();
+            ring.push_back(op.to_owned());
+            while ring.len() > T::RING {
+                ring.pop_front();
+            }
+            next.touch(now);
+            if current.is_none() {
+                if !lost_election {
+                    lost_election =
+                        self.kv.increment(&keys::birth(key), 1).map_err(EngineError::from)? != 1;
+                }
+                // Another request is creating this record: wait for it, and take over
+                // only on the last attempt (its creator has died).
+                if lost_election && attempt + 1 < self.policy.max_attempts {
+                    continue;
+                }
+            }
+            match cas.swap(encode(&next)) {
+                Ok(()) if !self.policy.verify_writes => {
+                    return Ok(Outcome::Written {
+                        record: next,
+                        result,
+                    });
+                }
+                Ok(()) => {
+                    if let Some(landed) = read::<K, T>(self.kv, key)?
+                        && landed.ops().iter().any(|o| o == op)
+                    {
+                        return Ok(Outcome::Written {
+                            record: next,
+                            result,
+                        });
+                    }
+                }
+                Err(SwapError::CasFailed) => unsure = Some(result),
+                Err(SwapError::Store(e)) => return Err(EngineError::from(e).into()),
+            }
+        }
+        Err(EngineError::Contention.into())
+    }
+}
+
+/// A stable 64-bit FNV-1a digest, for operation ids and request fingerprints derived
+/// from idempotency keys (identical on every node and build).
+pub fn digest(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for b in part.bytes().chain([0xff]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_digest_separates_its_parts() {
+        assert_ne!(digest(&["ab", "c"]), digest(&["a", "bc"]));
+        assert_eq!(digest(&["x", "y"]), digest(&["x", "y"]));
+    }
+
+    #[test]
+    fn history_keys_sort_in_sequence_order() {
+        let id = crate::models::ProductId::parse("p").unwrap();
+        assert!(keys::history(&id, 9) < keys::history(&id, 10));
+    }
+}
