@@ -2,7 +2,7 @@
 //!
 //! The stored state machine has transitional states so that every multi-record change has
 //! one decision point (a compare-and-swap on this record) before the product records are
-//! touched: `Reserving → Pending | Rejected`, `Pending → Releasing → Released`,
+//! touched: `Reserving → Pending | Rejecting → Rejected`, `Pending → Releasing → Released`,
 //! `Pending → Committing → Committed`. Callers see the decided outcome.
 
 use std::collections::VecDeque;
@@ -17,6 +17,7 @@ use super::stock::Allocation;
 pub enum ReservationState {
     Reserving,
     Pending,
+    Rejecting,
     Rejected,
     Releasing,
     Released,
@@ -104,7 +105,9 @@ impl ReservationRecord {
                 ReservationStatus::Expired
             }
             ReservationState::Reserving | ReservationState::Pending => ReservationStatus::Pending,
-            ReservationState::Rejected => ReservationStatus::Rejected,
+            ReservationState::Rejecting | ReservationState::Rejected => {
+                ReservationStatus::Rejected
+            }
             ReservationState::Releasing | ReservationState::Released => {
                 ReservationStatus::Released
             }

@@ -114,6 +114,13 @@ pub(crate) enum Step<R> {
     Keep(R),
 }
 
+fn released_event(reservation_id: &str, units: u64, reason: &str) -> NewEvent {
+    let mut e = NewEvent::new(EventKind::StockReleased, units as i64);
+    e.reservation_id = Some(reservation_id.to_owned());
+    e.reason = Some(reason.to_owned());
+    e
+}
+
 /// How many in-flight reservation lines one product write looks at, so that settling
 /// costs a bounded number of reads per request.
 const SETTLE_PER_WRITE: usize = 2;
@@ -152,9 +159,9 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         self.clock.now_ms()
     }
 
-    /// A fresh operation id (short: it is stored in every record's ring).
+    /// A fresh operation id, short because every record keeps a ring of them.
     fn fresh_op(&self) -> String {
-        self.ids.new_id().replace('-', "")[..20].to_owned()
+        format!("{:016x}", storage::digest(&[&self.ids.new_id()]))
     }
 
     fn read_product(&self, id: &ProductId) -> Result<Option<ProductRecord>, EngineError> {
@@ -262,54 +269,45 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
             let Some(reservation) = self.read_reservation(&res_id)? else {
                 continue;
             };
-            let line = &record.inflight[&rid];
-            let confirmed = reservation
+            let entry = &record.inflight[&rid];
+            let placement = reservation
                 .lines
                 .iter()
-                .any(|l| l.product_id == *product_id && !l.allocations.is_empty());
+                .find(|l| l.product_id == *product_id)
+                .and_then(|l| l.placement.as_deref());
+            let recorded = placement == Some(entry.op.as_str());
             let state = reservation.state;
-            let undo = line.effect == LineEffect::Held
-                && matches!(
-                    state,
-                    ReservationState::Rejected
-                        | ReservationState::Expired
-                        | ReservationState::Releasing
-                        | ReservationState::Released
-                );
-            if undo {
-                let line = record.inflight.get_mut(&rid).expect("present");
-                let released = reservations::unhold(&mut record.warehouses, line, now);
-                line.effect = LineEffect::Released;
-                if released > 0 {
-                    let mut e = NewEvent::new(EventKind::StockReleased, released as i64);
-                    e.reservation_id = Some(rid.clone());
-                    e.reason = Some("reservation not confirmed".to_owned());
-                    events.push(e);
+            use ReservationState as S;
+            match (entry.effect, state) {
+                (LineEffect::Held, S::Reserving) => {}
+                // The reservation record now carries this hold.
+                (LineEffect::Held, S::Pending | S::Committing | S::Committed) if recorded => {
+                    record.inflight.remove(&rid);
                 }
-            }
-            let effect = record.inflight[&rid].effect;
-            let droppable = match effect {
-                LineEffect::Held => {
-                    confirmed
-                        && matches!(
-                            state,
-                            ReservationState::Pending
-                                | ReservationState::Committing
-                                | ReservationState::Committed
-                        )
+                // Recorded hold of a reservation being released: give the units back and
+                // remember it, so the releaser does not release them twice.
+                (LineEffect::Held, S::Releasing) if recorded => {
+                    let line = record.inflight.get_mut(&rid).expect("present");
+                    let released = reservations::unhold(&mut record.warehouses, line, now);
+                    line.effect = LineEffect::Released;
+                    events.push(released_event(&rid, released, "reservation released"));
                 }
-                LineEffect::Released => matches!(
-                    state,
-                    ReservationState::Released
-                        | ReservationState::Rejected
-                        | ReservationState::Expired
-                ),
-                LineEffect::Committed => state == ReservationState::Committed,
-            };
-            if droppable {
-                record.inflight.remove(&rid);
+                // A hold the reservation does not record (a racing duplicate placement, or
+                // one placed for a reservation that was then rejected, released or
+                // expired): give it back and forget it.
+                (LineEffect::Held, _) => {
+                    let line = record.inflight.remove(&rid).expect("present");
+                    let released = reservations::unhold(&mut record.warehouses, &line, now);
+                    events.push(released_event(&rid, released, "hold not recorded by its reservation"));
+                }
+                (LineEffect::Released, S::Released | S::Rejected | S::Expired)
+                | (LineEffect::Committed, S::Committed) => {
+                    record.inflight.remove(&rid);
+                }
+                _ => {}
             }
         }
+        events.retain(|e| e.kind != EventKind::StockReleased || e.quantity > 0);
         Ok(())
     }
 }

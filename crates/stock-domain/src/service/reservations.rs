@@ -342,14 +342,18 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
 
     fn reserve_outcome(&self, record: ReservationRecord) -> Result<ReservationView, ReserveError> {
         match (record.state, record.shortage.clone()) {
-            (ReservationState::Rejected, Some(s)) if s.unknown_product => {
+            (ReservationState::Rejecting | ReservationState::Rejected, Some(s))
+                if s.unknown_product =>
+            {
                 Err(ReserveError::ProductNotFound(s.product_id))
             }
-            (ReservationState::Rejected, Some(s)) => Err(ReserveError::InsufficientStock {
+            (ReservationState::Rejecting | ReservationState::Rejected, Some(s)) => {
+                Err(ReserveError::InsufficientStock {
                 product_id: s.product_id,
                 requested: s.requested,
                 available: s.available,
-            }),
+                })
+            }
             _ => Ok(record.view(self.now())),
         }
     }
@@ -377,7 +381,9 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
             ReservationState::Committing | ReservationState::Committed => {
                 Err(ReleaseError::AlreadyCommitted)
             }
-            ReservationState::Rejected => Err(ReleaseError::Rejected),
+            ReservationState::Rejecting | ReservationState::Rejected => {
+                Err(ReleaseError::Rejected)
+            }
             ReservationState::Releasing
             | ReservationState::Released
             | ReservationState::Expired => Ok(None),
@@ -419,7 +425,9 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
             ReservationState::Releasing | ReservationState::Released => {
                 Err(CommitError::AlreadyReleased)
             }
-            ReservationState::Rejected => Err(CommitError::Rejected),
+            ReservationState::Rejecting | ReservationState::Rejected => {
+                Err(CommitError::Rejected)
+            }
             ReservationState::Expired => Err(CommitError::Expired {
                 expires_at: r.expires_at,
             }),
@@ -537,7 +545,9 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
     fn drive(&self, record: ReservationRecord) -> Result<ReservationRecord, EngineError> {
         match record.state {
             ReservationState::Reserving => self.place(record),
-            ReservationState::Releasing => self.finish(record, LineEffect::Released),
+            ReservationState::Releasing | ReservationState::Rejecting => {
+                self.finish(record, LineEffect::Released)
+            }
             ReservationState::Committing => self.finish(record, LineEffect::Committed),
             _ => Ok(record),
         }
@@ -571,17 +581,15 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                     line.placement = Some(op.clone());
                 }
             } else {
-                next.state = ReservationState::Rejected;
+                next.state = ReservationState::Rejecting;
                 next.shortage = shortage.clone();
             }
             Ok(Some(next))
         })?;
-        // Undo what this call placed if the reservation did not end up holding it.
-        if decided.state != ReservationState::Pending {
-            self.finish(decided, LineEffect::Released)
-        } else {
-            Ok(decided)
-        }
+        // Gives back what was placed if the reservation is rejected or being released;
+        // holds placed by this call that another call's decision does not record are
+        // strays, returned by the product's next write (see `settle`).
+        self.drive(decided)
     }
 
     fn place_line(
@@ -678,6 +686,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         self.transition(&record.id, missing, |r, _| {
             let settled = match r.state {
                 ReservationState::Releasing => ReservationState::Released,
+                ReservationState::Rejecting => ReservationState::Rejected,
                 ReservationState::Committing => ReservationState::Committed,
                 _ => return Ok(None),
             };

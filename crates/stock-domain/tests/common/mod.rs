@@ -1,0 +1,227 @@
+//! Test harness for the domain: a service over the in-memory store, and the SPEC §5
+//! invariants checked against everything the store holds.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+
+use stock_domain::memory::{FaultPlan, ManualClock, MemoryKv, SeqIds};
+use stock_domain::models::*;
+use stock_domain::service::*;
+use stock_domain::storage::keys;
+use stock_domain::{Config, StockService};
+
+pub type Service = StockService<MemoryKv, ManualClock, SeqIds>;
+
+pub const T0: u64 = 1_700_000_000_000;
+
+pub struct World {
+    pub kv: MemoryKv,
+    pub clock: ManualClock,
+    pub ids: SeqIds,
+    /// History already seen, to prove entries are never rewritten.
+    seen: BTreeMap<(String, u64), HistoryEntry>,
+}
+
+impl World {
+    pub fn new() -> Self {
+        Self {
+            kv: MemoryKv::new(),
+            clock: ManualClock::at(T0),
+            ids: SeqIds::default(),
+            seen: BTreeMap::new(),
+        }
+    }
+
+    /// A service instance with no faults.
+    pub fn svc(&self) -> Service {
+        self.svc_with(FaultPlan::default())
+    }
+
+    /// A service instance (one "component instance") with its own faults.
+    pub fn svc_with(&self, plan: FaultPlan) -> Service {
+        StockService::new(
+            self.kv.instance(plan),
+            self.clock.clone(),
+            self.ids.clone(),
+            Config::default(),
+        )
+    }
+
+    pub fn now(&self) -> u64 {
+        use stock_domain::ports::Clock;
+        self.clock.now_ms()
+    }
+
+    /// Lets time pass beyond the "abandoned" threshold and runs the sweep, as later
+    /// requests would: every reservation left mid-change is finished.
+    pub fn repair(&self) {
+        self.clock.advance(2_500);
+        self.svc().expire_due().expect("sweep");
+    }
+
+    fn products(&self) -> Vec<(ProductId, ProductRecord)> {
+        self.kv
+            .snapshot()
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let id = ProductId::parse(k.strip_prefix(keys::PRODUCT_PREFIX)?).ok()?;
+                Some((id, serde_json::from_slice(&v).expect("product record")))
+            })
+            .collect()
+    }
+
+    pub fn reservations(&self) -> Vec<ReservationRecord> {
+        self.kv
+            .snapshot()
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(keys::RESERVATION_PREFIX))
+            .map(|(_, v)| serde_json::from_slice(&v).expect("reservation record"))
+            .collect()
+    }
+
+    fn full_history(&self, id: &ProductId) -> Vec<HistoryEntry> {
+        let svc = self.svc();
+        let mut after = 0;
+        let mut all = Vec::new();
+        loop {
+            let page = svc.history(id, after, 50).expect("history is complete");
+            all.extend(page.entries);
+            match page.next_after {
+                Some(n) => after = n,
+                None => return all,
+            }
+        }
+    }
+
+    /// Invariants that hold at every instant, whatever crashed:
+    /// no oversell, conservation of on-hand, a gap-free and immutable history, and
+    /// every pending reservation backed by holds.
+    pub fn check(&mut self) {
+        let now = self.now();
+        let reservations = self.reservations();
+        for (id, record) in self.products() {
+            for (wid, w) in &record.warehouses {
+                assert!(
+                    w.on_hand >= w.reserved(now),
+                    "oversold {id}/{wid}: {w:?} at {now}"
+                );
+            }
+            let history = self.full_history(&id);
+            assert_eq!(history.len() as u64, record.seq, "history of {id} has gaps");
+            for (i, e) in history.iter().enumerate() {
+                assert_eq!(e.seq, i as u64 + 1);
+                let previous = self.seen.entry((id.to_string(), e.seq)).or_insert(e.clone());
+                assert_eq!(previous, e, "history entry {} of {id} was rewritten", e.seq);
+            }
+            let sum = |kind: EventKind| -> i64 {
+                history
+                    .iter()
+                    .filter(|e| e.kind == kind)
+                    .map(|e| e.quantity)
+                    .sum()
+            };
+            let levels = record.levels(now);
+            let committed = sum(EventKind::StockCommitted);
+            assert_eq!(
+                levels.on_hand as i64,
+                sum(EventKind::StockUpdated) + sum(EventKind::StockAdjusted) - committed,
+                "on-hand of {id} is not conserved"
+            );
+            assert_eq!(levels.committed as i64, committed, "committed of {id}");
+            let pending: u64 = pending_units(&reservations, &id, now);
+            assert!(
+                levels.reserved >= pending,
+                "{id}: {pending} units promised by pending reservations but only {} held",
+                levels.reserved
+            );
+        }
+    }
+
+    /// After repair: holds are exactly the pending reservations, nothing is in flight.
+    pub fn check_settled(&mut self) {
+        self.check();
+        let now = self.now();
+        let reservations = self.reservations();
+        for r in &reservations {
+            assert!(
+                r.state.is_settled(),
+                "reservation {} left in {:?}",
+                r.id,
+                r.state
+            );
+        }
+        for (id, record) in self.products() {
+            assert_eq!(
+                record.levels(now).reserved,
+                pending_units(&reservations, &id, now),
+                "{id}: holds differ from pending reservations; record {record:?}"
+            );
+        }
+    }
+}
+
+fn pending_units(reservations: &[ReservationRecord], id: &ProductId, now: u64) -> u64 {
+    reservations
+        .iter()
+        .filter(|r| r.status(now) == ReservationStatus::Pending && r.state == ReservationState::Pending)
+        .flat_map(|r| &r.lines)
+        .filter(|l| &l.product_id == id)
+        .map(|l| l.quantity)
+        .sum()
+}
+
+pub fn pid(s: &str) -> ProductId {
+    ProductId::parse(s).unwrap()
+}
+
+pub fn wid(s: &str) -> WarehouseId {
+    WarehouseId::parse(s).unwrap()
+}
+
+pub fn qty(n: u64) -> Quantity {
+    Quantity::new(n as i128).unwrap()
+}
+
+pub fn key(s: &str) -> Option<IdempotencyKey> {
+    Some(IdempotencyKey::parse(s).unwrap())
+}
+
+pub fn update(product: &str, quantity: u64) -> UpdateStock {
+    UpdateStock {
+        product_id: pid(product),
+        warehouse_id: WarehouseId::default_warehouse(),
+        quantity: StockLevel::new(quantity as i128).unwrap(),
+        low_stock_threshold: None,
+        idempotency_key: None,
+    }
+}
+
+pub fn adjust(product: &str, delta: i64, reason: AdjustmentReason) -> AdjustStock {
+    AdjustStock {
+        product_id: pid(product),
+        warehouse_id: WarehouseId::default_warehouse(),
+        adjustment: Adjustment::new(delta as i128).unwrap(),
+        reason,
+        idempotency_key: None,
+    }
+}
+
+pub fn reserve(lines: &[(&str, u64)]) -> Reserve {
+    Reserve {
+        lines: lines
+            .iter()
+            .map(|(p, q)| ReserveLine {
+                product_id: pid(p),
+                quantity: qty(*q),
+                warehouse_id: None,
+            })
+            .collect(),
+        ttl_ms: None,
+        idempotency_key: None,
+    }
+}
+
+pub fn order(s: &str) -> OrderId {
+    OrderId::parse(s).unwrap()
+}
