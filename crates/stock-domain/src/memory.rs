@@ -253,10 +253,7 @@ mod tests {
         let cas = kv.cas("k").unwrap();
         cas.current().unwrap();
         kv.set("k", b"b").unwrap();
-        assert!(matches!(
-            cas.swap(b"c".to_vec()),
-            Err(SwapError::CasFailed)
-        ));
+        assert!(matches!(cas.swap(b"c".to_vec()), Err(SwapError::CasFailed)));
         assert_eq!(kv.get("k").unwrap().unwrap(), b"b");
     }
 

@@ -202,8 +202,11 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> Engine<'_, K, C, I> {
             next.touch(now);
             if current.is_none() {
                 if !lost_election {
-                    lost_election =
-                        self.kv.increment(&keys::birth(key), 1).map_err(EngineError::from)? != 1;
+                    lost_election = self
+                        .kv
+                        .increment(&keys::birth(key), 1)
+                        .map_err(EngineError::from)?
+                        != 1;
                 }
                 // Another request is creating this record: wait for it, and take over
                 // only on the last attempt (its creator has died).

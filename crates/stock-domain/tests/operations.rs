@@ -155,11 +155,13 @@ fn adjust_with_a_reason_of_the_wrong_sign_is_refused() {
     let w = World::new();
     stocked(&w, "p", 10);
     assert!(matches!(
-        w.svc().adjust_stock(adjust("p", -1, AdjustmentReason::Restock)),
+        w.svc()
+            .adjust_stock(adjust("p", -1, AdjustmentReason::Restock)),
         Err(AdjustStockError::ReasonMismatch { .. })
     ));
     assert!(matches!(
-        w.svc().adjust_stock(adjust("p", 1, AdjustmentReason::Theft)),
+        w.svc()
+            .adjust_stock(adjust("p", 1, AdjustmentReason::Theft)),
         Err(AdjustStockError::ReasonMismatch { .. })
     ));
 }
@@ -169,7 +171,8 @@ fn adjust_beyond_the_maximum_on_hand_is_refused() {
     let w = World::new();
     stocked(&w, "p", MAX_UNITS);
     assert!(matches!(
-        w.svc().adjust_stock(adjust("p", 1, AdjustmentReason::Restock)),
+        w.svc()
+            .adjust_stock(adjust("p", 1, AdjustmentReason::Restock)),
         Err(AdjustStockError::TooLarge)
     ));
 }
@@ -253,7 +256,10 @@ fn batch_read_returns_known_products_and_lists_the_unknown() {
     let w = World::new();
     stocked(&w, "a", 1);
     stocked(&w, "b", 2);
-    let batch = w.svc().get_stocks(&[pid("a"), pid("zz"), pid("b")]).unwrap();
+    let batch = w
+        .svc()
+        .get_stocks(&[pid("a"), pid("zz"), pid("b")])
+        .unwrap();
     assert_eq!(batch.items.len(), 2);
     assert_eq!(batch.not_found, vec![pid("zz")]);
 }
@@ -282,10 +288,7 @@ fn reserve_of_several_lines_is_all_or_nothing() {
     let mut w = World::new();
     stocked(&w, "a", 5);
     stocked(&w, "b", 1);
-    let err = w
-        .svc()
-        .reserve(reserve(&[("a", 2), ("b", 3)]))
-        .unwrap_err();
+    let err = w.svc().reserve(reserve(&[("a", 2), ("b", 3)])).unwrap_err();
     assert!(matches!(
         err,
         ReserveError::InsufficientStock { ref product_id, requested: 3, available: 1 }
@@ -470,10 +473,7 @@ fn release_of_a_rejected_reservation_is_refused() {
     cmd.idempotency_key = key("k");
     w.svc().reserve(cmd).unwrap_err();
     let id = w.reservations()[0].id.clone();
-    assert!(matches!(
-        w.svc().release(&id),
-        Err(ReleaseError::Rejected)
-    ));
+    assert!(matches!(w.svc().release(&id), Err(ReleaseError::Rejected)));
 }
 
 #[test]
@@ -504,7 +504,12 @@ fn commit_takes_units_for_good_and_is_idempotent_for_the_same_order() {
     assert_eq!(c.lines[0].committed, Some(4));
     let s = w.svc().get_stock(&pid("p")).unwrap();
     assert_eq!(
-        (s.on_hand, s.reserved_quantity, s.available_quantity, s.committed_quantity),
+        (
+            s.on_hand,
+            s.reserved_quantity,
+            s.available_quantity,
+            s.committed_quantity
+        ),
         (6, 0, 6, 4)
     );
     let again = w.svc().commit(&r.reservation_id, &order("o1")).unwrap();
@@ -556,7 +561,8 @@ fn commit_after_release_is_refused() {
 fn commit_of_an_unknown_or_rejected_reservation_is_refused() {
     let w = World::new();
     assert!(matches!(
-        w.svc().commit(&ReservationId::parse("nope").unwrap(), &order("o")),
+        w.svc()
+            .commit(&ReservationId::parse("nope").unwrap(), &order("o")),
         Err(CommitError::NotFound(_))
     ));
     stocked(&w, "p", 1);
@@ -716,7 +722,10 @@ fn alerts_list_low_and_out_of_stock_products_and_follow_expiries() {
         .collect();
     assert_eq!(
         got,
-        vec![("out", StockStatus::OutOfStock), ("low", StockStatus::LowStock)]
+        vec![
+            ("out", StockStatus::OutOfStock),
+            ("low", StockStatus::LowStock)
+        ]
     );
     w.clock.advance(1_000);
     let alerts = w.svc().alerts().unwrap();

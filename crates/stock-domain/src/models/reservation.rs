@@ -105,12 +105,8 @@ impl ReservationRecord {
                 ReservationStatus::Expired
             }
             ReservationState::Reserving | ReservationState::Pending => ReservationStatus::Pending,
-            ReservationState::Rejecting | ReservationState::Rejected => {
-                ReservationStatus::Rejected
-            }
-            ReservationState::Releasing | ReservationState::Released => {
-                ReservationStatus::Released
-            }
+            ReservationState::Rejecting | ReservationState::Rejected => ReservationStatus::Rejected,
+            ReservationState::Releasing | ReservationState::Released => ReservationStatus::Released,
             ReservationState::Committing | ReservationState::Committed => {
                 ReservationStatus::Committed
             }

@@ -127,7 +127,10 @@ impl ProductRecord {
     }
 
     pub fn threshold(&self) -> u64 {
-        self.warehouses.values().map(|w| w.low_stock_threshold).sum()
+        self.warehouses
+            .values()
+            .map(|w| w.low_stock_threshold)
+            .sum()
     }
 
     pub fn status(&self, now: u64) -> StockStatus {

@@ -188,8 +188,10 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
     where
         E: From<EngineError>,
     {
-        self.engine()
-            .update(&keys::product(id), op, |current: Option<&ProductRecord>, now| {
+        self.engine().update(
+            &keys::product(id),
+            op,
+            |current: Option<&ProductRecord>, now| {
                 let (mut record, mut events, result) = match decide(current, now)? {
                     Step::Keep(result) => return Ok(Decision::Keep(result)),
                     Step::Write {
@@ -241,7 +243,8 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                         .map_err(EngineError::from)?;
                 }
                 Ok(Decision::Write(record, result))
-            })
+            },
+        )
     }
 
     /// Looks at the oldest in-flight reservation lines of a product and finishes what
@@ -298,7 +301,11 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                 (LineEffect::Held, _) => {
                     let line = record.inflight.remove(&rid).expect("present");
                     let released = reservations::unhold(&mut record.warehouses, &line, now);
-                    events.push(released_event(&rid, released, "hold not recorded by its reservation"));
+                    events.push(released_event(
+                        &rid,
+                        released,
+                        "hold not recorded by its reservation",
+                    ));
                 }
                 (LineEffect::Released, S::Released | S::Rejected | S::Expired)
                 | (LineEffect::Committed, S::Committed) => {

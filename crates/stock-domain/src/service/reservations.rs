@@ -27,8 +27,9 @@
 use super::stock::engine_errors;
 use super::{NewEvent, Step, StockService};
 use crate::models::{
-    Allocation, EventKind, IdempotencyKey, InflightLine, LineEffect, OrderId, ProductId,
-    Quantity, ReservationId, ReservationLine, ReservationRecord, ReservationState, ReservationView, Shortage, WarehouseId, WarehouseStock,
+    Allocation, EventKind, IdempotencyKey, InflightLine, LineEffect, OrderId, ProductId, Quantity,
+    ReservationId, ReservationLine, ReservationRecord, ReservationState, ReservationView, Shortage,
+    WarehouseId, WarehouseStock,
 };
 use crate::ports::{Clock, IdGenerator, KeyValueStore};
 use crate::storage::{self, Decision, EngineError, Outcome, keys};
@@ -149,7 +150,10 @@ engine_errors!(
 
 /// What placing one line on its product found.
 enum Placement {
-    Placed { allocations: Vec<Allocation>, op: String },
+    Placed {
+        allocations: Vec<Allocation>,
+        op: String,
+    },
     Short(Shortage),
     /// The reservation was released before this line could be placed.
     Cancelled,
@@ -349,9 +353,9 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
             }
             (ReservationState::Rejecting | ReservationState::Rejected, Some(s)) => {
                 Err(ReserveError::InsufficientStock {
-                product_id: s.product_id,
-                requested: s.requested,
-                available: s.available,
+                    product_id: s.product_id,
+                    requested: s.requested,
+                    available: s.available,
                 })
             }
             _ => Ok(record.view(self.now())),
@@ -365,13 +369,12 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         let record = self
             .read_reservation(id)?
             .ok_or_else(|| GetReservationError::NotFound(id.clone()))?;
-        let record = if !record.state.is_settled()
-            && record.updated_at + STALE_AFTER_MS <= self.now()
-        {
-            self.drive(record)?
-        } else {
-            record
-        };
+        let record =
+            if !record.state.is_settled() && record.updated_at + STALE_AFTER_MS <= self.now() {
+                self.drive(record)?
+            } else {
+                record
+            };
         Ok(record.view(self.now()))
     }
 
@@ -381,9 +384,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
             ReservationState::Committing | ReservationState::Committed => {
                 Err(ReleaseError::AlreadyCommitted)
             }
-            ReservationState::Rejecting | ReservationState::Rejected => {
-                Err(ReleaseError::Rejected)
-            }
+            ReservationState::Rejecting | ReservationState::Rejected => Err(ReleaseError::Rejected),
             ReservationState::Releasing
             | ReservationState::Released
             | ReservationState::Expired => Ok(None),
@@ -414,20 +415,16 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         }
         let missing = || CommitError::NotFound(id.clone());
         let decided = self.transition(id, missing, |r, now| match r.state {
-            ReservationState::Committing | ReservationState::Committed => {
-                match &r.order_id {
-                    Some(o) if o != order_id => Err(CommitError::OrderMismatch {
-                        committed_to: o.clone(),
-                    }),
-                    _ => Ok(None),
-                }
-            }
+            ReservationState::Committing | ReservationState::Committed => match &r.order_id {
+                Some(o) if o != order_id => Err(CommitError::OrderMismatch {
+                    committed_to: o.clone(),
+                }),
+                _ => Ok(None),
+            },
             ReservationState::Releasing | ReservationState::Released => {
                 Err(CommitError::AlreadyReleased)
             }
-            ReservationState::Rejecting | ReservationState::Rejected => {
-                Err(CommitError::Rejected)
-            }
+            ReservationState::Rejecting | ReservationState::Rejected => Err(CommitError::Rejected),
             ReservationState::Expired => Err(CommitError::Expired {
                 expires_at: r.expires_at,
             }),

@@ -111,7 +111,10 @@ impl World {
             assert_eq!(history.len() as u64, record.seq, "history of {id} has gaps");
             for (i, e) in history.iter().enumerate() {
                 assert_eq!(e.seq, i as u64 + 1);
-                let previous = self.seen.entry((id.to_string(), e.seq)).or_insert(e.clone());
+                let previous = self
+                    .seen
+                    .entry((id.to_string(), e.seq))
+                    .or_insert(e.clone());
                 assert_eq!(previous, e, "history entry {} of {id} was rewritten", e.seq);
             }
             let sum = |kind: EventKind| -> i64 {
@@ -164,7 +167,9 @@ impl World {
 fn pending_units(reservations: &[ReservationRecord], id: &ProductId, now: u64) -> u64 {
     reservations
         .iter()
-        .filter(|r| r.status(now) == ReservationStatus::Pending && r.state == ReservationState::Pending)
+        .filter(|r| {
+            r.status(now) == ReservationStatus::Pending && r.state == ReservationState::Pending
+        })
         .flat_map(|r| &r.lines)
         .filter(|l| &l.product_id == id)
         .map(|l| l.quantity)

@@ -1,0 +1,463 @@
+//! SPEC §5 as tested properties: a crash after every store call of every mutating
+//! operation, false compare-and-swap reports, and many concurrent clients — followed by
+//! the invariant checks of `common::World`.
+
+mod common;
+
+use common::*;
+use stock_domain::memory::FaultPlan;
+use stock_domain::models::*;
+use stock_domain::service::*;
+
+/// One mutating operation, run against a prepared world by one instance.
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Update,
+    Adjust,
+    ReserveOne,
+    ReserveMany,
+    ReserveRejected,
+    Release,
+    Commit,
+    Sweep,
+}
+
+const OPS: [Op; 8] = [
+    Op::Update,
+    Op::Adjust,
+    Op::ReserveOne,
+    Op::ReserveMany,
+    Op::ReserveRejected,
+    Op::Release,
+    Op::Commit,
+    Op::Sweep,
+];
+
+/// Two products with stock, one pending reservation, one reservation about to expire.
+fn prepare() -> (World, ReservationId) {
+    let w = World::new();
+    let svc = w.svc();
+    svc.update_stock(update("a", 10)).unwrap();
+    svc.update_stock(update("b", 4)).unwrap();
+    let held = svc.reserve(reserve(&[("a", 2), ("b", 1)])).unwrap();
+    let mut short = reserve(&[("a", 1)]);
+    short.ttl_ms = Some(1_000);
+    svc.reserve(short).unwrap();
+    (w, held.reservation_id)
+}
+
+/// Runs `op` with an idempotency key, so that running it again is a client's retry.
+fn run(op: Op, svc: &Service, held: &ReservationId, w: &World) -> Result<(), String> {
+    let k = key(&format!("{op:?}"));
+    match op {
+        Op::Update => {
+            let mut c = update("a", 12);
+            c.idempotency_key = k;
+            svc.update_stock(c).map(drop).map_err(|e| e.to_string())
+        }
+        Op::Adjust => {
+            let mut c = adjust("b", -1, AdjustmentReason::Damage);
+            c.idempotency_key = k;
+            svc.adjust_stock(c).map(drop).map_err(|e| e.to_string())
+        }
+        Op::ReserveOne | Op::ReserveMany | Op::ReserveRejected => {
+            let lines: &[(&str, u64)] = match op {
+                Op::ReserveOne => &[("a", 3)],
+                Op::ReserveMany => &[("a", 1), ("b", 2)],
+                _ => &[("a", 2), ("b", 9)],
+            };
+            let mut c = reserve(lines);
+            c.idempotency_key = k;
+            svc.reserve(c).map(drop).map_err(|e| e.to_string())
+        }
+        Op::Release => svc.release(held).map(drop).map_err(|e| e.to_string()),
+        Op::Commit => svc
+            .commit(held, &order("o-1"))
+            .map(drop)
+            .map_err(|e| e.to_string()),
+        Op::Sweep => {
+            w.clock.advance(1_000);
+            svc.expire_due().map(drop).map_err(|e| e.to_string())
+        }
+    }
+}
+
+#[test]
+fn a_crash_after_any_store_call_loses_nothing_and_the_next_requests_repair() {
+    let mut cases = 0;
+    for op in OPS {
+        let budget = calls_budget(op);
+        for crash_after in 0..budget {
+            let (mut w, held) = prepare();
+            let dying = w.svc_with(FaultPlan {
+                crash_after: Some(crash_after),
+                ..Default::default()
+            });
+            let _ = run(op, &dying, &held, &w);
+            w.check();
+            // The client retries on a healthy instance (same idempotency key), then the
+            // sweep finishes whatever was left mid-change.
+            let retried = run(op, &w.svc(), &held, &w);
+            w.repair();
+            w.check_settled();
+            assert_eq!(
+                retried.is_ok(),
+                !matches!(op, Op::ReserveRejected),
+                "{op:?} crashed after {crash_after} calls, retry gave {retried:?}"
+            );
+            assert_effect_once(op, &w, &held);
+            cases += 1;
+        }
+    }
+    eprintln!("crash cases run: {cases}");
+    assert!(cases > 100, "only {cases} crash cases");
+}
+
+/// How many store calls `op` makes on a healthy instance (the crash points to try).
+fn calls_budget(op: Op) -> u64 {
+    let (w, held) = prepare();
+    let counting = w.kv.instance(FaultPlan::default());
+    let svc = stock_domain::StockService::new(
+        counting.clone(),
+        w.clock.clone(),
+        w.ids.clone(),
+        stock_domain::Config::default(),
+    );
+    run(op, &svc, &held, &w).ok();
+    counting.calls() + 1
+}
+
+/// The retried operation took effect exactly once. (By then the one-second reservation
+/// of `prepare` has expired.)
+fn assert_effect_once(op: Op, w: &World, held: &ReservationId) {
+    let svc = w.svc();
+    let a = svc.get_stock(&pid("a")).unwrap();
+    let b = svc.get_stock(&pid("b")).unwrap();
+    match op {
+        Op::Update => assert_eq!(a.on_hand, 12),
+        Op::Adjust => assert_eq!(b.on_hand, 3),
+        Op::ReserveOne => assert_eq!(a.reserved_quantity, 2 + 3),
+        Op::ReserveMany => {
+            assert_eq!(a.reserved_quantity, 2 + 1);
+            assert_eq!(b.reserved_quantity, 1 + 2);
+        }
+        Op::ReserveRejected => {
+            assert_eq!(a.reserved_quantity, 2);
+            assert_eq!(b.reserved_quantity, 1);
+        }
+        Op::Release => {
+            assert_eq!(a.reserved_quantity, 0);
+            assert_eq!(b.reserved_quantity, 0);
+            let r = svc.get_reservation(held).unwrap();
+            assert_eq!(r.status, ReservationStatus::Released);
+        }
+        Op::Commit => {
+            assert_eq!((a.on_hand, a.committed_quantity), (8, 2));
+            assert_eq!((b.on_hand, b.committed_quantity), (3, 1));
+            let r = svc.get_reservation(held).unwrap();
+            assert_eq!(r.status, ReservationStatus::Committed);
+        }
+        Op::Sweep => {
+            let expired = svc
+                .history(&pid("a"), 0, 100)
+                .unwrap()
+                .entries
+                .iter()
+                .filter(|e| e.kind == EventKind::ReservationExpired)
+                .count();
+            assert_eq!(expired, 1, "one expiry recorded once");
+        }
+    }
+}
+
+#[test]
+fn a_crash_with_no_retry_is_repaired_by_later_requests_alone() {
+    for op in OPS {
+        for crash_after in 0..calls_budget(op) {
+            let (mut w, held) = prepare();
+            let dying = w.svc_with(FaultPlan {
+                crash_after: Some(crash_after),
+                ..Default::default()
+            });
+            let _ = run(op, &dying, &held, &w);
+            w.check();
+            w.repair();
+            w.check_settled();
+        }
+    }
+}
+
+#[test]
+fn swaps_reported_failed_although_written_apply_exactly_once() {
+    for op in OPS {
+        let (mut w, held) = prepare();
+        let liar = w.svc_with(FaultPlan {
+            false_failure: 1.0,
+            ..Default::default()
+        });
+        let result = run(op, &liar, &held, &w);
+        assert_eq!(
+            result.is_ok(),
+            !matches!(op, Op::ReserveRejected),
+            "{op:?}: {result:?}"
+        );
+        w.repair();
+        w.check_settled();
+        assert_effect_once(op, &w, &held);
+    }
+}
+
+#[test]
+fn swaps_reported_written_although_lost_are_caught_and_retried() {
+    for (seed, op) in OPS.into_iter().enumerate() {
+        let (mut w, held) = prepare();
+        let liar = w.svc_with(FaultPlan {
+            seed: seed as u64,
+            false_success: 0.5,
+            conflict: 0.2,
+            ..Default::default()
+        });
+        let result = run(op, &liar, &held, &w);
+        assert_eq!(
+            result.is_ok(),
+            !matches!(op, Op::ReserveRejected),
+            "{op:?}: {result:?}"
+        );
+        w.repair();
+        w.check_settled();
+        assert_effect_once(op, &w, &held);
+    }
+}
+
+#[test]
+fn many_threads_reserving_one_product_never_oversell() {
+    let mut w = World::new();
+    w.svc().update_stock(update("hot", 100)).unwrap();
+    let granted = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for t in 0..16u64 {
+            let svc = w.svc_with(FaultPlan {
+                seed: t,
+                conflict: 0.1,
+                false_failure: 0.1,
+                ..Default::default()
+            });
+            let granted = &granted;
+            s.spawn(move || {
+                loop {
+                    match svc.reserve(reserve(&[("hot", 1)])) {
+                        Ok(_) => {
+                            granted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        Err(ReserveError::InsufficientStock { .. }) => return,
+                        Err(ReserveError::Busy) => continue,
+                        Err(e) => panic!("unexpected {e}"),
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(granted.into_inner(), 100);
+    let s = w.svc().get_stock(&pid("hot")).unwrap();
+    assert_eq!((s.available_quantity, s.reserved_quantity), (0, 100));
+    w.check_settled();
+}
+
+#[test]
+fn many_threads_reserving_committing_and_releasing_conserve_stock() {
+    let mut w = World::new();
+    w.svc().update_stock(update("a", 60)).unwrap();
+    w.svc().update_stock(update("b", 60)).unwrap();
+    std::thread::scope(|s| {
+        for t in 0..8u64 {
+            let svc = w.svc_with(FaultPlan {
+                seed: 100 + t,
+                conflict: 0.1,
+                false_failure: 0.1,
+                false_success: 0.05,
+                ..Default::default()
+            });
+            s.spawn(move || {
+                for i in 0..40u64 {
+                    let lines: &[(&str, u64)] = if i % 3 == 0 {
+                        &[("a", 1), ("b", 2)]
+                    } else {
+                        &[("a", 2)]
+                    };
+                    let Ok(r) = svc.reserve(reserve(lines)) else {
+                        continue;
+                    };
+                    if (i + t) % 2 == 0 {
+                        let _ = svc.commit(&r.reservation_id, &order(&format!("o-{t}-{i}")));
+                    } else {
+                        let _ = svc.release(&r.reservation_id);
+                    }
+                }
+            });
+        }
+    });
+    w.repair();
+    w.check_settled();
+}
+
+mod interleavings {
+    //! Random interleavings of several clients over a few products, with random faults
+    //! and crashes, checking the invariants after every step.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Update {
+            product: usize,
+            units: u64,
+        },
+        Adjust {
+            product: usize,
+            delta: i64,
+        },
+        Reserve {
+            lines: Vec<(usize, u64)>,
+            ttl_s: u64,
+            key: Option<u8>,
+        },
+        Release {
+            pick: usize,
+        },
+        Commit {
+            pick: usize,
+        },
+        Lookup {
+            pick: usize,
+        },
+        Sweep,
+        Wait {
+            ms: u64,
+        },
+    }
+
+    const PRODUCTS: [&str; 3] = ["p0", "p1", "p2"];
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            (0..3usize, 0..20u64).prop_map(|(product, units)| Step::Update { product, units }),
+            (0..3usize, -5..6i64)
+                .prop_filter("non-zero", |(_, d)| *d != 0)
+                .prop_map(|(product, delta)| Step::Adjust { product, delta }),
+            (
+                prop::collection::vec((0..3usize, 1..5u64), 1..3),
+                1..30u64,
+                prop::option::of(0..4u8)
+            )
+                .prop_map(|(lines, ttl_s, key)| Step::Reserve { lines, ttl_s, key }),
+            (0..8usize).prop_map(|pick| Step::Release { pick }),
+            (0..8usize).prop_map(|pick| Step::Commit { pick }),
+            (0..8usize).prop_map(|pick| Step::Lookup { pick }),
+            Just(Step::Sweep),
+            (1..5_000u64).prop_map(|ms| Step::Wait { ms }),
+        ]
+    }
+
+    #[derive(Debug, Clone)]
+    struct Fault {
+        crash_after: Option<u64>,
+        conflict: bool,
+        liar: bool,
+    }
+
+    fn fault() -> impl Strategy<Value = Fault> {
+        (
+            prop::option::weighted(0.3, 0..12u64),
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_map(|(crash_after, conflict, liar)| Fault {
+                crash_after,
+                conflict,
+                liar,
+            })
+    }
+
+    fn apply(w: &World, ids: &mut Vec<ReservationId>, step: &Step, fault: &Fault, seed: u64) {
+        let svc = w.svc_with(FaultPlan {
+            seed,
+            crash_after: fault.crash_after,
+            conflict: if fault.conflict { 0.3 } else { 0.0 },
+            false_failure: if fault.liar { 0.3 } else { 0.0 },
+            false_success: if fault.liar { 0.1 } else { 0.0 },
+        });
+        let pick = |i: usize| ids.get(i % ids.len().max(1)).cloned();
+        match step {
+            Step::Update { product, units } => {
+                let _ = svc.update_stock(update(PRODUCTS[*product], *units));
+            }
+            Step::Adjust { product, delta } => {
+                let reason = if *delta > 0 {
+                    AdjustmentReason::Restock
+                } else {
+                    AdjustmentReason::Loss
+                };
+                let _ = svc.adjust_stock(adjust(PRODUCTS[*product], *delta, reason));
+            }
+            Step::Reserve {
+                lines,
+                ttl_s,
+                key: k,
+            } => {
+                let mut seen = std::collections::BTreeSet::new();
+                let lines: Vec<(&str, u64)> = lines
+                    .iter()
+                    .filter(|(p, _)| seen.insert(*p))
+                    .map(|(p, q)| (PRODUCTS[*p], *q))
+                    .collect();
+                let mut cmd = reserve(&lines);
+                cmd.ttl_ms = Some(ttl_s * 1000);
+                cmd.idempotency_key = k.and_then(|k| key(&format!("k{k}-{}", lines.len())));
+                if let Ok(r) = svc.reserve(cmd) {
+                    ids.push(r.reservation_id);
+                }
+            }
+            Step::Release { pick: i } => {
+                if let Some(id) = pick(*i) {
+                    let _ = svc.release(&id);
+                }
+            }
+            Step::Commit { pick: i } => {
+                if let Some(id) = pick(*i) {
+                    let _ = svc.commit(&id, &order("o"));
+                }
+            }
+            Step::Lookup { pick: i } => {
+                if let Some(id) = pick(*i) {
+                    let _ = svc.get_reservation(&id);
+                }
+            }
+            Step::Sweep => {
+                let _ = svc.expire_due();
+            }
+            Step::Wait { ms } => w.clock.advance(*ms),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn invariants_hold_after_every_step_and_everything_settles(
+            steps in prop::collection::vec((step(), fault()), 1..40)
+        ) {
+            let mut w = World::new();
+            for p in PRODUCTS {
+                w.svc().update_stock(update(p, 10)).unwrap();
+            }
+            let mut ids = Vec::new();
+            for (i, (step, fault)) in steps.iter().enumerate() {
+                apply(&w, &mut ids, step, fault, i as u64);
+                w.check();
+            }
+            w.repair();
+            w.check_settled();
+        }
+    }
+}
