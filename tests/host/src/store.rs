@@ -1,0 +1,424 @@
+//! The key-value backend behind `wasi:keyvalue/{store,atomics,batch}@0.2.0-draft2`.
+//!
+//! [`HostStore`] is the seam between the WIT bindings (`bindings.rs`) and a
+//! backend, so another backend (e.g. a real Redis) can be added without touching
+//! the bindings. [`MemoryStore`] is the default backend: it reproduces, in memory,
+//! the semantics of Spin 4.0.2's default SQLite store
+//! (`spinframework/spin` `crates/key-value-spin/src/store.rs`) together with the
+//! dispatch rules of `crates/factor-key-value/src/host.rs`:
+//!
+//! - every operation runs under one lock, as Spin's single SQLite connection does;
+//! - `increment` reads the value as exactly 8 little-endian bytes (absent = 0),
+//!   adds with wrap-around (release build of `i64 +`), writes it back; a value of
+//!   any other length makes Spin panic (`expect("incorrect length")`), which the
+//!   test host turns into a trap ([`StoreError::HostFault`]);
+//! - `Cas::new` takes no snapshot; `current()` reads the value and remembers it;
+//!   `swap` is `UPDATE … WHERE value = old` (a true compare, `cas-failed` when no
+//!   row changed, including when the key was deleted meanwhile) **only if**
+//!   `current()` was called and returned `Some`; otherwise it is an
+//!   unconditional upsert (`INSERT … ON CONFLICT DO UPDATE`) that always succeeds;
+//! - `list-keys` returns every key (sorted, like the primary-key scan) with no
+//!   cursor; `get-many` returns only the keys that exist (sorted, deduplicated),
+//!   like the `SELECT … WHERE key IN rarray(…)` it replaces.
+//!
+//! Not reproduced: SQLite persistence across runs (the store lives as long as
+//! the `MemoryStore` value) and Spin's `max_result_bytes` limits.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+
+/// Errors of `wasi:keyvalue/store.error`, plus host faults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// `no-such-store`: the label is allowed but no backend is defined for it.
+    NoSuchStore,
+    /// `access-denied`: the component's `key_value_stores` does not list the label.
+    AccessDenied,
+    /// `other(string)`: a backend error reported to the guest.
+    Other(String),
+    /// A fault where Spin's host would panic: the guest traps and the request
+    /// gets a 500 (never reported to the guest as a value).
+    HostFault(String),
+}
+
+/// Outcome of a failed `swap`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SwapError {
+    /// The compare failed (Spin: zero rows updated).
+    CasFailed,
+    /// Any other store error.
+    Store(StoreError),
+}
+
+/// One key-value store (one `key_value_stores` label).
+///
+/// Methods are `async` so that network backends fit behind the same trait.
+#[async_trait]
+pub trait HostStore: Send + Sync {
+    /// `bucket.get`.
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// `bucket.set` (upsert).
+    async fn set(&self, key: &str, value: &[u8]) -> Result<(), StoreError>;
+    /// `bucket.delete` (absent key: no-op).
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
+    /// `bucket.exists`.
+    async fn exists(&self, key: &str) -> Result<bool, StoreError>;
+    /// `bucket.list-keys` without a cursor: all keys.
+    async fn list_keys(&self) -> Result<Vec<String>, StoreError>;
+    /// `batch.get-many` (called with a non-empty list).
+    async fn get_many(
+        &self,
+        keys: Vec<String>,
+    ) -> Result<Vec<(String, Option<Vec<u8>>)>, StoreError>;
+    /// `batch.set-many` (called with a non-empty list).
+    async fn set_many(&self, entries: Vec<(String, Vec<u8>)>) -> Result<(), StoreError>;
+    /// `batch.delete-many` (called with a non-empty list).
+    async fn delete_many(&self, keys: Vec<String>) -> Result<(), StoreError>;
+    /// `atomics.increment`: returns the new value.
+    async fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError>;
+    /// `atomics.cas.new`.
+    async fn new_cas(&self, key: &str) -> Result<Box<dyn HostCas>, StoreError>;
+}
+
+/// One `atomics.cas` handle.
+#[async_trait]
+pub trait HostCas: Send + Sync {
+    /// `cas.current`.
+    async fn current(&mut self) -> Result<Option<Vec<u8>>, StoreError>;
+    /// `atomics.swap` (the handle is dropped afterwards).
+    async fn swap(&mut self, value: Vec<u8>) -> Result<(), SwapError>;
+}
+
+/// The stores one component instance may open: Spin's `KeyValueDispatch::open`
+/// rule (label not listed → `access-denied`, listed but undefined →
+/// `no-such-store`).
+#[derive(Clone)]
+pub(crate) struct StoreAccess {
+    allowed: Arc<HashSet<String>>,
+    stores: Arc<BTreeMap<String, Arc<dyn HostStore>>>,
+}
+
+impl StoreAccess {
+    pub(crate) fn new(
+        allowed: Arc<HashSet<String>>,
+        stores: Arc<BTreeMap<String, Arc<dyn HostStore>>>,
+    ) -> Self {
+        Self { allowed, stores }
+    }
+
+    pub(crate) fn open(&self, label: &str) -> Result<Arc<dyn HostStore>, StoreError> {
+        if !self.allowed.contains(label) {
+            return Err(StoreError::AccessDenied);
+        }
+        self.stores
+            .get(label)
+            .cloned()
+            .ok_or(StoreError::NoSuchStore)
+    }
+}
+
+type Entries = Arc<Mutex<BTreeMap<String, Vec<u8>>>>;
+
+/// In-memory store with the semantics of Spin 4.0.2's default SQLite store.
+///
+/// Cloning shares the data.
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    entries: Entries,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Vec<u8>>> {
+        lock(&self.entries)
+    }
+}
+
+fn lock(entries: &Entries) -> MutexGuard<'_, BTreeMap<String, Vec<u8>>> {
+    // A panic while holding the lock cannot leave the map half-written.
+    entries
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[async_trait]
+impl HostStore for MemoryStore {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.lock().get(key).cloned())
+    }
+
+    async fn set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.lock().insert(key.to_owned(), value.to_vec());
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.lock().remove(key);
+        Ok(())
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        Ok(self.lock().contains_key(key))
+    }
+
+    async fn list_keys(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self.lock().keys().cloned().collect())
+    }
+
+    async fn get_many(
+        &self,
+        keys: Vec<String>,
+    ) -> Result<Vec<(String, Option<Vec<u8>>)>, StoreError> {
+        let entries = self.lock();
+        let wanted: BTreeSet<String> = keys.into_iter().collect();
+        Ok(wanted
+            .into_iter()
+            .filter_map(|key| {
+                let value = entries.get(&key).cloned()?;
+                Some((key, Some(value)))
+            })
+            .collect())
+    }
+
+    async fn set_many(&self, entries: Vec<(String, Vec<u8>)>) -> Result<(), StoreError> {
+        self.lock().extend(entries);
+        Ok(())
+    }
+
+    async fn delete_many(&self, keys: Vec<String>) -> Result<(), StoreError> {
+        let mut entries = self.lock();
+        for key in keys {
+            entries.remove(&key);
+        }
+        Ok(())
+    }
+
+    async fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
+        let mut entries = self.lock();
+        let current = match entries.get(key) {
+            None => 0,
+            Some(bytes) => {
+                let bytes: [u8; 8] = bytes.as_slice().try_into().map_err(|_| {
+                    StoreError::HostFault(format!(
+                        "increment of {key:?}: stored value is {} bytes, not an 8-byte \
+                         little-endian i64 (Spin panics: \"incorrect length\")",
+                        bytes.len()
+                    ))
+                })?;
+                i64::from_le_bytes(bytes)
+            }
+        };
+        let new_value = current.wrapping_add(delta);
+        entries.insert(key.to_owned(), new_value.to_le_bytes().to_vec());
+        Ok(new_value)
+    }
+
+    async fn new_cas(&self, key: &str) -> Result<Box<dyn HostCas>, StoreError> {
+        Ok(Box::new(MemoryCas {
+            entries: self.entries.clone(),
+            key: key.to_owned(),
+            seen: None,
+        }))
+    }
+}
+
+/// Spin's SQLite `CompareAndSwap`: remembers what `current()` last returned.
+struct MemoryCas {
+    entries: Entries,
+    key: String,
+    seen: Option<Vec<u8>>,
+}
+
+#[async_trait]
+impl HostCas for MemoryCas {
+    async fn current(&mut self) -> Result<Option<Vec<u8>>, StoreError> {
+        let value = lock(&self.entries).get(&self.key).cloned();
+        self.seen.clone_from(&value);
+        Ok(value)
+    }
+
+    async fn swap(&mut self, value: Vec<u8>) -> Result<(), SwapError> {
+        let mut entries = lock(&self.entries);
+        match &self.seen {
+            // UPDATE … SET value = new WHERE key = k AND value = old
+            Some(old) => match entries.get_mut(&self.key) {
+                Some(stored) if stored == old => {
+                    *stored = value;
+                    Ok(())
+                }
+                _ => Err(SwapError::CasFailed),
+            },
+            // INSERT … ON CONFLICT(store, key) DO UPDATE SET value = new
+            None => {
+                entries.insert(self.key.clone(), value);
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block_on<F: std::future::Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+            .block_on(future)
+    }
+
+    #[test]
+    fn absent_key_swap_is_an_unconditional_upsert() {
+        block_on(async {
+            let store = MemoryStore::new();
+            // current() saw "absent" …
+            let mut cas = store.new_cas("k").await.unwrap();
+            assert_eq!(cas.current().await.unwrap(), None);
+            // … then someone else creates the key …
+            store.set("k", b"theirs").await.unwrap();
+            // … and the swap still succeeds, overwriting it: no compare.
+            cas.swap(b"mine".to_vec()).await.unwrap();
+            assert_eq!(store.get("k").await.unwrap(), Some(b"mine".to_vec()));
+        });
+    }
+
+    #[test]
+    fn swap_without_current_is_an_unconditional_upsert() {
+        block_on(async {
+            let store = MemoryStore::new();
+            store.set("k", b"old").await.unwrap();
+            let mut cas = store.new_cas("k").await.unwrap();
+            store.set("k", b"changed").await.unwrap();
+            cas.swap(b"new".to_vec()).await.unwrap();
+            assert_eq!(store.get("k").await.unwrap(), Some(b"new".to_vec()));
+        });
+    }
+
+    #[test]
+    fn swap_after_current_some_compares() {
+        block_on(async {
+            let store = MemoryStore::new();
+            store.set("k", b"v1").await.unwrap();
+
+            let mut unchanged = store.new_cas("k").await.unwrap();
+            assert_eq!(unchanged.current().await.unwrap(), Some(b"v1".to_vec()));
+            unchanged.swap(b"v2".to_vec()).await.unwrap();
+            assert_eq!(store.get("k").await.unwrap(), Some(b"v2".to_vec()));
+
+            let mut stale = store.new_cas("k").await.unwrap();
+            stale.current().await.unwrap();
+            store.set("k", b"v3").await.unwrap();
+            assert_eq!(
+                stale.swap(b"lost".to_vec()).await,
+                Err(SwapError::CasFailed)
+            );
+            assert_eq!(store.get("k").await.unwrap(), Some(b"v3".to_vec()));
+
+            // Deleted after current(): UPDATE changes no row → cas-failed.
+            let mut gone = store.new_cas("k").await.unwrap();
+            gone.current().await.unwrap();
+            store.delete("k").await.unwrap();
+            assert_eq!(gone.swap(b"x".to_vec()).await, Err(SwapError::CasFailed));
+            assert_eq!(store.get("k").await.unwrap(), None);
+        });
+    }
+
+    #[test]
+    fn swap_compares_against_the_latest_current() {
+        block_on(async {
+            let store = MemoryStore::new();
+            store.set("k", b"a").await.unwrap();
+            let mut cas = store.new_cas("k").await.unwrap();
+            cas.current().await.unwrap();
+            store.set("k", b"b").await.unwrap();
+            assert_eq!(cas.current().await.unwrap(), Some(b"b".to_vec()));
+            cas.swap(b"c".to_vec()).await.unwrap();
+            assert_eq!(store.get("k").await.unwrap(), Some(b"c".to_vec()));
+        });
+    }
+
+    #[test]
+    fn increment_uses_little_endian_i64_and_absent_is_zero() {
+        block_on(async {
+            let store = MemoryStore::new();
+            assert_eq!(store.increment("n", 1).await, Ok(1));
+            assert_eq!(store.increment("n", 2).await, Ok(3));
+            assert_eq!(store.increment("n", -10).await, Ok(-7));
+            assert_eq!(
+                store.get("n").await.unwrap(),
+                Some((-7i64).to_le_bytes().to_vec())
+            );
+            store.set("n", &i64::MAX.to_le_bytes()).await.unwrap();
+            assert_eq!(store.increment("n", 1).await, Ok(i64::MIN));
+            store.set("text", b"12").await.unwrap();
+            assert!(matches!(
+                store.increment("text", 1).await,
+                Err(StoreError::HostFault(_))
+            ));
+        });
+    }
+
+    #[test]
+    fn crud_list_and_batch() {
+        block_on(async {
+            let store = MemoryStore::new();
+            assert!(!store.exists("b").await.unwrap());
+            store.set("b", b"2").await.unwrap();
+            store
+                .set_many(vec![
+                    ("a".into(), b"1".to_vec()),
+                    ("c".into(), b"3".to_vec()),
+                ])
+                .await
+                .unwrap();
+            assert!(store.exists("b").await.unwrap());
+            assert_eq!(store.list_keys().await.unwrap(), ["a", "b", "c"]);
+            assert_eq!(
+                store
+                    .get_many(vec!["c".into(), "zz".into(), "a".into(), "c".into()])
+                    .await
+                    .unwrap(),
+                vec![
+                    ("a".to_owned(), Some(b"1".to_vec())),
+                    ("c".to_owned(), Some(b"3".to_vec()))
+                ]
+            );
+            store
+                .delete_many(vec!["a".into(), "nope".into()])
+                .await
+                .unwrap();
+            store.delete("c").await.unwrap();
+            store.delete("c").await.unwrap();
+            assert_eq!(store.list_keys().await.unwrap(), ["b"]);
+        });
+    }
+
+    #[test]
+    fn open_checks_the_component_allow_list_first() {
+        let stores: BTreeMap<String, Arc<dyn HostStore>> =
+            [("default".to_owned(), Arc::new(MemoryStore::new()) as _)].into();
+        let access = StoreAccess::new(
+            Arc::new(["default".to_owned(), "listed-undefined".to_owned()].into()),
+            Arc::new(stores),
+        );
+        assert!(access.open("default").is_ok());
+        assert_eq!(access.open("other").err(), Some(StoreError::AccessDenied));
+        assert_eq!(
+            access.open("listed-undefined").err(),
+            Some(StoreError::NoSuchStore)
+        );
+
+        let nothing_listed = StoreAccess::new(Arc::default(), access.stores.clone());
+        assert_eq!(
+            nothing_listed.open("default").err(),
+            Some(StoreError::AccessDenied)
+        );
+    }
+}
