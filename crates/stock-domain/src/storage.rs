@@ -21,10 +21,11 @@ use crate::ports::{CasHandle, Clock, IdGenerator, KeyValueStore, KvError, SwapEr
 
 /// Key layout. Prefixes are distinct so that listing the store can tell records apart.
 pub mod keys {
-    use crate::models::{ProductId, ReservationId};
+    use crate::models::{CartId, ProductId, ReservationId};
 
     pub const PRODUCT_PREFIX: &str = "stock/";
     pub const RESERVATION_PREFIX: &str = "res/";
+    pub const CART_PREFIX: &str = "cart/";
 
     pub fn product(id: &ProductId) -> String {
         format!("{PRODUCT_PREFIX}{id}")
@@ -32,6 +33,10 @@ pub mod keys {
 
     pub fn reservation(id: &ReservationId) -> String {
         format!("{RESERVATION_PREFIX}{id}")
+    }
+
+    pub fn cart(id: &CartId) -> String {
+        format!("{CART_PREFIX}{id}")
     }
 
     pub fn history(id: &ProductId, seq: u64) -> String {
@@ -167,7 +172,8 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> Engine<'_, K, C, I> {
     {
         // A write whose swap reported failure: it may still have landed.
         let mut unsure: Option<R> = None;
-        let mut lost_election = false;
+        // Whether this call won the election to create the record, once it has run one.
+        let mut elected: Option<bool> = None;
         for attempt in 0..self.policy.max_attempts {
             if attempt > 0 {
                 self.backoff(attempt);
@@ -201,16 +207,18 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> Engine<'_, K, C, I> {
             }
             next.touch(now);
             if current.is_none() {
-                if !lost_election {
-                    lost_election = self
+                // Counted once per call: a winner whose creating swap did not land
+                // stays the winner and simply tries again.
+                if elected.is_none() {
+                    let count = self
                         .kv
                         .increment(&keys::birth(key), 1)
-                        .map_err(EngineError::from)?
-                        != 1;
+                        .map_err(EngineError::from)?;
+                    elected = Some(count == 1);
                 }
                 // Another request is creating this record: wait for it, and take over
                 // only on the last attempt (its creator has died).
-                if lost_election && attempt + 1 < self.policy.max_attempts {
+                if elected == Some(false) && attempt + 1 < self.policy.max_attempts {
                     continue;
                 }
             }

@@ -230,6 +230,23 @@ fn swaps_reported_written_although_lost_are_caught_and_retried() {
 }
 
 #[test]
+fn a_record_whose_creating_swaps_are_misreported_is_still_created_by_its_elected_creator() {
+    for seed in 0..32 {
+        let mut w = World::new();
+        let liar = w.svc_with(FaultPlan {
+            seed,
+            false_success: 0.5,
+            conflict: 0.2,
+            ..Default::default()
+        });
+        let created = liar.update_stock(update("new", 5));
+        assert!(created.is_ok(), "seed {seed}: {created:?}");
+        assert_eq!(w.svc().get_stock(&pid("new")).unwrap().on_hand, 5);
+        w.check_settled();
+    }
+}
+
+#[test]
 fn many_threads_reserving_one_product_never_oversell() {
     let mut w = World::new();
     w.svc().update_stock(update("hot", 100)).unwrap();
@@ -298,6 +315,58 @@ fn many_threads_reserving_committing_and_releasing_conserve_stock() {
     });
     w.repair();
     w.check_settled();
+}
+
+#[test]
+fn many_threads_releasing_or_committing_the_same_reservations_apply_each_once() {
+    for round in 0..4u64 {
+        let mut w = World::new();
+        w.svc().update_stock(update("a", 100)).unwrap();
+        let ids: Vec<ReservationId> = (0..24)
+            .map(|_| {
+                w.svc()
+                    .reserve(reserve(&[("a", 1)]))
+                    .unwrap()
+                    .reservation_id
+            })
+            .collect();
+        std::thread::scope(|s| {
+            for t in 0..6u64 {
+                let svc = w.svc_with(FaultPlan {
+                    seed: 1_000 * round + t,
+                    conflict: 0.1,
+                    false_failure: 0.1,
+                    false_success: 0.05,
+                    ..Default::default()
+                });
+                let ids = &ids;
+                s.spawn(move || {
+                    for (i, id) in ids.iter().enumerate() {
+                        // A third is released by every thread at once, a third committed,
+                        // a third left pending; products keep being written meanwhile.
+                        let _ = match i % 3 {
+                            0 => svc.release(id).map(drop).map_err(drop),
+                            1 => svc.commit(id, &order("o")).map(drop).map_err(drop),
+                            _ => svc
+                                .adjust_stock(adjust("a", 1, AdjustmentReason::Restock))
+                                .map(drop)
+                                .map_err(drop),
+                        };
+                    }
+                });
+            }
+        });
+        w.repair();
+        w.check_settled();
+        let committed: u64 = w
+            .reservations()
+            .iter()
+            .filter(|r| r.state == ReservationState::Committed)
+            .map(|r| r.lines[0].committed.unwrap_or(0))
+            .sum();
+        let a = w.svc().get_stock(&pid("a")).unwrap();
+        assert_eq!(a.committed_quantity, committed, "round {round}");
+    }
 }
 
 mod interleavings {

@@ -85,6 +85,10 @@ id_type!(
     /// The order a reservation is committed to.
     OrderId, "order_id", 128
 );
+id_type!(
+    /// A shopping cart of the cart service, as named in its events.
+    CartId, "cart_id", 128
+);
 
 impl WarehouseId {
     /// The warehouse used when a request names none.

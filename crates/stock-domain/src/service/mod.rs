@@ -5,11 +5,15 @@
 //! - `on_hand` changes only by updates, adjustments and commits, each recorded once;
 //! - every change appends history entries with a gap-free per-product sequence.
 
+mod feed;
+mod ingest;
 mod reservations;
 mod stock;
 
 use std::collections::VecDeque;
 
+pub use feed::{FEED_SETTLE_MS, FeedCursor, FeedError, FeedPage, InvalidCursor};
+pub use ingest::{InboundEvent, InboundKind, IngestError, IngestOutcome};
 pub use reservations::{
     CommitError, ExpireError, ExpireReport, GetReservationError, ReleaseError, Reserve,
     ReserveError, ReserveLine,
@@ -173,6 +177,21 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         id: &crate::models::ReservationId,
     ) -> Result<Option<ReservationRecord>, EngineError> {
         storage::read(&self.kv, &keys::reservation(id))
+    }
+
+    /// Entry `seq` (at most `record.seq`) of a product's history: from the record's
+    /// outbox, or else from its own key, where it was written before leaving the outbox.
+    fn history_entry(
+        &self,
+        id: &ProductId,
+        record: &ProductRecord,
+        seq: u64,
+    ) -> anyhow::Result<HistoryEntry> {
+        if let Some(entry) = record.outbox.iter().find(|e| e.seq == seq) {
+            return Ok(entry.clone());
+        }
+        storage::read(&self.kv, &keys::history(id, seq))?
+            .ok_or_else(|| anyhow::anyhow!("history entry {seq} of {id} is missing from the store"))
     }
 
     /// The one path by which a product record changes. Around the caller's decision it

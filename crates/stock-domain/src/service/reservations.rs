@@ -19,7 +19,9 @@
 //!    placing operation) until the reservation's state makes the entry redundant.
 //!    An absent entry therefore means "never placed" while the reservation is not yet
 //!    confirmed, and "held as recorded in the reservation" once it is: the two are told
-//!    apart by the line's recorded placement.
+//!    apart by the line's recorded placement. Once the reservation has settled it also
+//!    means "released or committed already", so a finisher that finds no entry re-reads
+//!    the reservation before touching the recorded hold.
 //!
 //! Holds carry their expiry, so a reservation abandoned by a crashed request holds its
 //! units at most until its TTL, and reads are exact without any scheduler.
@@ -717,18 +719,38 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
             {
                 return Ok(Step::Keep(e.committed.unwrap_or(0)));
             }
-            let mut next = current.clone();
-            let mut released = 0;
             // A hold placed by an operation other than the recorded placement is a
             // duplicate from a racing retry: give it back whatever the target.
             let stray = entry.filter(|e| line.placement.as_deref() != Some(e.op.as_str()));
+            let confirmed = line.placement.is_some();
+            let recorded_hold_live = confirmed && (entry.is_none() || stray.is_some());
+            // "No entry" also means "step done" once another finisher has settled the
+            // reservation and a later write dropped the entry: this call may have read
+            // the reservation before that. It settles before the drop and is read after
+            // this record, so its state tells the two apart.
+            if recorded_hold_live
+                && let Some(now_stored) = self.read_reservation(&record.id)?
+                && !matches!(
+                    now_stored.state,
+                    ReservationState::Releasing
+                        | ReservationState::Rejecting
+                        | ReservationState::Committing
+                )
+            {
+                let committed = now_stored
+                    .lines
+                    .iter()
+                    .find(|l| l.product_id == line.product_id)
+                    .and_then(|l| l.committed);
+                return Ok(Step::Keep(committed.unwrap_or(0)));
+            }
+            let mut next = current.clone();
+            let mut released = 0;
             if let Some(e) = entry
                 && (stray.is_some() || target == LineEffect::Released)
             {
                 released += unhold(&mut next.warehouses, e, now);
             }
-            let confirmed = line.placement.is_some();
-            let recorded_hold_live = confirmed && (entry.is_none() || stray.is_some());
             let mut units_committed = 0;
             match target {
                 LineEffect::Released if recorded_hold_live => {

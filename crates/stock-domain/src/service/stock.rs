@@ -437,13 +437,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         let last = record.seq.min(after.saturating_add(limit as u64));
         let mut entries = Vec::new();
         for seq in after + 1..=last {
-            let entry = match record.outbox.iter().find(|e| e.seq == seq) {
-                Some(e) => e.clone(),
-                None => storage::read(&self.kv, &keys::history(id, seq))?.ok_or_else(|| {
-                    anyhow::anyhow!("history entry {seq} of {id} is missing from the store")
-                })?,
-            };
-            entries.push(entry);
+            entries.push(self.history_entry(id, &record, seq)?);
         }
         Ok(HistoryPage {
             next_after: (last < record.seq).then_some(last),
