@@ -1,16 +1,19 @@
 //! The loaded application: compiled components, routes, and the execution of
 //! one HTTP request in a fresh component instance (as Spin's
-//! `WasiHttpExecutor` does for `wasi:http/incoming-handler@0.2.x` components).
+//! `WasiHttpExecutor` does for `wasi:http/incoming-handler@0.2.x` components),
+//! whether it came from the listener (routed) or from another component
+//! through service chaining (see [`crate::outbound`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 use bytes::Bytes;
-use http::{Request, Response, StatusCode, Uri};
+use http::uri::{Authority, PathAndQuery};
+use http::{HeaderMap, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use wasmtime::component::{Component, Linker, ResourceTable};
@@ -19,12 +22,12 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::HostConfig;
 use crate::bindings::{self, SpinImports, SpinView};
 use crate::manifest::{Manifest, Route};
-use crate::outbound::{AllowedHost, OutboundPolicy};
+use crate::outbound::{self, AllowedHost, ChainedResponse, OutboundPolicy, ServiceChaining};
 use crate::router::{RouteMatch, Router};
 use crate::store::{HostStore, StoreAccess};
 use crate::variables::{self, ComponentVariables};
@@ -74,7 +77,7 @@ struct ComponentRuntime {
 }
 
 impl ComponentRuntime {
-    fn new_state(&self) -> RequestState {
+    fn new_state(&self, chain: Arc<dyn ServiceChaining>) -> RequestState {
         RequestState {
             table: ResourceTable::new(),
             wasi: WasiCtx::builder()
@@ -83,7 +86,7 @@ impl ComponentRuntime {
                 .envs(&self.environment)
                 .build(),
             http: WasiHttpCtx::new(),
-            hooks: OutboundPolicy::new(self.outbound.clone()),
+            hooks: OutboundPolicy::new(self.outbound.clone(), chain),
             spin: SpinImports {
                 stores: self.stores.clone(),
                 variables: self.variables.clone(),
@@ -97,10 +100,16 @@ pub(crate) struct App {
     engine: Engine,
     router: Router,
     components: HashMap<String, ComponentRuntime>,
+    /// Components named by a `[[trigger.http]]`, public or private: the ones a
+    /// chained request may reach (Spin's `component_trigger_configs`).
+    chain_targets: HashSet<String>,
     max_body_bytes: Option<u64>,
 }
 
 type Body = HyperOutgoingBody;
+
+/// `spin-client-addr` of a chained request (Spin's `CHAINED_CLIENT_ADDR`).
+const CHAINED_CLIENT_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
 
 impl App {
     /// Loads the manifest, resolves variables and compiles every component.
@@ -125,9 +134,15 @@ impl App {
             Router::build(manifest.trigger.http.iter().filter_map(
                 |trigger| match &trigger.route {
                     Route::Path(route) => Some((route.as_str(), trigger.component.as_str())),
-                    Route::Private { .. } => None,
+                    Route::Private(_) => None,
                 },
             ))?;
+        let chain_targets = manifest
+            .trigger
+            .http
+            .iter()
+            .map(|trigger| trigger.component.clone())
+            .collect();
 
         let mut components = HashMap::new();
         for (id, decl) in &manifest.component {
@@ -173,16 +188,19 @@ impl App {
             engine,
             router,
             components,
+            chain_targets,
             max_body_bytes: config.max_body_bytes,
         })
     }
 
-    /// Answers one request; never fails (errors become a 500, as in Spin).
+    /// Answers one request from the listener; never fails (errors become a
+    /// 500, as in Spin).
     pub(crate) async fn handle(
-        &self,
-        request: Request<Incoming>,
+        self: &Arc<Self>,
+        mut request: Request<Incoming>,
         client_addr: SocketAddr,
     ) -> Response<Body> {
+        strip_forbidden_headers(request.headers_mut());
         let path = request.uri().path();
         if let Some(well_known) = path.strip_prefix("/.well-known/spin/") {
             return match well_known {
@@ -190,9 +208,81 @@ impl App {
                 _ => empty(StatusCode::NOT_FOUND),
             };
         }
+        // Private endpoints are not in the router: from outside they are 404.
         let Some(route) = self.router.route(path) else {
             return empty(StatusCode::NOT_FOUND);
         };
+        let request = match self.limit_body(request).await {
+            Ok(request) => request,
+            Err(response) => return response,
+        };
+        self.respond(route, request, client_addr).await
+    }
+
+    /// Answers a service-chained request to `component` (Spin's
+    /// `OutboundHttpInterceptor` → `handle_trigger_route` with a synthetic
+    /// match): the same execution path as a routed request.
+    async fn handle_chained(
+        self: &Arc<Self>,
+        component: &str,
+        request: Request<WasiBody>,
+    ) -> Result<Response<Body>, wasmtime_wasi_http::Error> {
+        if !self.chain_targets.contains(component) {
+            eprintln!(
+                "stock-test-host: chained request to {}: unknown routing destination {component:?}",
+                request.uri()
+            );
+            return Err(wasmtime_wasi_http::Error::DestinationNotFound);
+        }
+        let route = RouteMatch::synthetic(component, request.uri().path());
+        Ok(self.respond(route, request, CHAINED_CLIENT_ADDR).await)
+    }
+
+    /// Applies [`HostConfig::max_body_bytes`] to a request from the listener.
+    /// With a limit, the body is read first so that any oversized request
+    /// (declared or chunked) gets a 413 without running the guest.
+    async fn limit_body(
+        &self,
+        request: Request<Incoming>,
+    ) -> Result<Request<WasiBody>, Response<Body>> {
+        let (parts, body) = request.into_parts();
+        let Some(max) = self.max_body_bytes else {
+            let body = body.map_err(wasmtime_wasi_http::Error::from).boxed_unsync();
+            return Ok(Request::from_parts(parts, body));
+        };
+        let declared = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > max) {
+            return Err(empty(StatusCode::PAYLOAD_TOO_LARGE));
+        }
+        let limit = usize::try_from(max).unwrap_or(usize::MAX);
+        match Limited::new(body, limit).collect().await {
+            Ok(collected) => {
+                let body = Full::new(collected.to_bytes())
+                    .map_err(|never| match never {})
+                    .boxed_unsync();
+                Ok(Request::from_parts(parts, body))
+            }
+            Err(error) if error.is::<LengthLimitError>() => {
+                Err(empty(StatusCode::PAYLOAD_TOO_LARGE))
+            }
+            Err(error) => {
+                eprintln!("stock-test-host: reading the request body: {error}");
+                Err(empty(StatusCode::INTERNAL_SERVER_ERROR))
+            }
+        }
+    }
+
+    /// Runs a matched request; errors become a 500 with an empty body (Spin's
+    /// `respond_wasm_component`).
+    async fn respond(
+        self: &Arc<Self>,
+        route: RouteMatch,
+        request: Request<WasiBody>,
+        client_addr: SocketAddr,
+    ) -> Response<Body> {
         let component = route.component.clone();
         match self.execute(route, request, client_addr).await {
             Ok(response) => response,
@@ -203,66 +293,26 @@ impl App {
         }
     }
 
+    /// Runs one request in a fresh instance of the matched component.
     async fn execute(
-        &self,
+        self: &Arc<Self>,
         route: RouteMatch,
-        mut request: Request<Incoming>,
+        mut request: Request<WasiBody>,
         client_addr: SocketAddr,
     ) -> anyhow::Result<Response<Body>> {
         let runtime = &self.components[&route.component];
 
-        // Spin: the guest sees an absolute URI built from the Host header.
-        let host = match request.headers().get(http::header::HOST) {
-            Some(host) => host.to_str().context("'Host' header is not valid UTF-8")?,
-            None => bail!("no 'Host' header present in request"),
-        }
-        .to_owned();
-        let path_and_query = request
-            .uri()
-            .path_and_query()
-            .map_or("/", |pq| pq.as_str())
-            .to_owned();
-        let full_url = format!("http://{host}{path_and_query}");
-        *request.uri_mut() = Uri::builder()
-            .scheme("http")
-            .authority(host)
-            .path_and_query(path_and_query)
-            .build()?;
+        // Spin: the guest sees an absolute URI built from the Host header or
+        // the URI's own authority (a chained request has only the latter).
+        let full_url = set_request_uri(&mut request)?;
         route.add_spin_headers(request.headers_mut(), &full_url, client_addr)?;
 
-        let (parts, body) = request.into_parts();
-        let body = match self.max_body_bytes {
-            None => body.map_err(wasmtime_wasi_http::Error::from).boxed_unsync(),
-            // With a limit, the body is read first so that any oversized
-            // request (declared or chunked) gets a 413 without running the guest.
-            Some(max) => {
-                let declared = parts
-                    .headers
-                    .get(http::header::CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-                if declared.is_some_and(|length| length > max) {
-                    return Ok(empty(StatusCode::PAYLOAD_TOO_LARGE));
-                }
-                let limit = usize::try_from(max).unwrap_or(usize::MAX);
-                match Limited::new(body, limit).collect().await {
-                    Ok(collected) => Full::new(collected.to_bytes())
-                        .map_err(|never| match never {})
-                        .boxed_unsync(),
-                    Err(error) if error.is::<LengthLimitError>() => {
-                        return Ok(empty(StatusCode::PAYLOAD_TOO_LARGE));
-                    }
-                    Err(error) => {
-                        return Err(anyhow::anyhow!(error).context("reading the request body"));
-                    }
-                }
-            }
-        };
-
-        let mut store = Store::new(&self.engine, runtime.new_state());
+        let chain: Arc<dyn ServiceChaining> = self.clone();
+        let mut store = Store::new(&self.engine, runtime.new_state(chain));
         let incoming = store
             .data_mut()
             .http()
-            .new_incoming_request(Scheme::Http, Request::from_parts(parts, body))?;
+            .new_incoming_request(Scheme::Http, request)?;
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let outparam = store.data_mut().http().new_response_outparam(sender)?;
         let pre = runtime.pre.clone();
@@ -301,6 +351,69 @@ impl App {
             }
         }
     }
+}
+
+impl ServiceChaining for App {
+    fn dispatch(self: Arc<Self>, component: String, request: Request<WasiBody>) -> ChainedResponse {
+        Box::pin(async move { self.handle_chained(&component, request).await })
+    }
+}
+
+/// Spin's `strip_forbidden_headers`: a routed request must not claim to be a
+/// chained one, so a `Host: *.spin.internal` header is dropped (the request
+/// then has no authority and fails, as in Spin).
+fn strip_forbidden_headers(headers: &mut HeaderMap) {
+    if headers
+        .get(http::header::HOST)
+        .and_then(|host| host.to_str().ok())
+        .is_some_and(outbound::is_service_chaining_host)
+    {
+        headers.remove(http::header::HOST);
+    }
+}
+
+/// Spin's `set_req_uri` (`http` scheme, authority from the `Host` header or
+/// the URI, which must agree when both exist), then the `spin-full-url` value
+/// of `compute_default_headers`: `http://` + the `Host` header (`localhost`
+/// when there is none, as for a chained request) + path and query.
+fn set_request_uri<B>(request: &mut Request<B>) -> anyhow::Result<String> {
+    let host_header = request
+        .headers()
+        .get(http::header::HOST)
+        .map(|host| host.to_str().context("'Host' header is not valid UTF-8"))
+        .transpose()?;
+    let header_authority = host_header
+        .map(|host| {
+            host.parse::<Authority>()
+                .context("'Host' header contains an invalid authority")
+        })
+        .transpose()?;
+    let authority = match (header_authority, request.uri().authority().cloned()) {
+        (None, None) => bail!("no 'Host' header present in request"),
+        (Some(authority), None) | (None, Some(authority)) => authority,
+        (Some(header), Some(uri)) => {
+            ensure!(
+                header == uri,
+                "authority in 'Host' header does not match authority in URI"
+            );
+            header
+        }
+    };
+    let path_and_query = request
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let full_url = format!(
+        "http://{}{path_and_query}",
+        host_header.unwrap_or("localhost")
+    );
+    *request.uri_mut() = Uri::builder()
+        .scheme("http")
+        .authority(authority)
+        .path_and_query(path_and_query)
+        .build()?;
+    Ok(full_url)
 }
 
 fn empty(status: StatusCode) -> Response<Body> {
@@ -355,4 +468,88 @@ fn load_component(engine: &Engine, path: &Path) -> anyhow::Result<Component> {
         .expect("cache lock")
         .insert(key, component.clone());
     Ok(component)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(uri: &str, host: Option<&str>) -> Request<()> {
+        let mut builder = Request::builder().uri(uri);
+        if let Some(host) = host {
+            builder = builder.header(http::header::HOST, host);
+        }
+        builder.body(()).unwrap()
+    }
+
+    #[test]
+    fn routed_requests_take_their_authority_from_the_host_header() {
+        let mut routed = request("/v1/stock/x?q=1", Some("127.0.0.1:3000"));
+        let full_url = set_request_uri(&mut routed).unwrap();
+        assert_eq!(full_url, "http://127.0.0.1:3000/v1/stock/x?q=1");
+        assert_eq!(routed.uri(), "http://127.0.0.1:3000/v1/stock/x?q=1");
+
+        assert!(set_request_uri(&mut request("/x", None)).is_err());
+        assert!(set_request_uri(&mut request("http://a:1/x", Some("b:1"))).is_err());
+        assert!(set_request_uri(&mut request("http://a:1/x", Some("a:1"))).is_ok());
+    }
+
+    #[test]
+    fn chained_requests_keep_their_spin_internal_authority() {
+        // The outbound hook has removed `Host`: Spin's `spin-full-url` then
+        // says `localhost`, while the guest's URI keeps the chaining host.
+        let mut chained = request("https://update-stock.spin.internal/v1/stock/x", None);
+        let full_url = set_request_uri(&mut chained).unwrap();
+        assert_eq!(full_url, "http://localhost/v1/stock/x");
+        assert_eq!(
+            chained.uri(),
+            "http://update-stock.spin.internal/v1/stock/x"
+        );
+    }
+
+    #[test]
+    fn spin_internal_host_headers_are_stripped_from_routed_requests() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::HOST,
+            "update-stock.spin.internal".parse().unwrap(),
+        );
+        headers.insert("x-other", "1".parse().unwrap());
+        strip_forbidden_headers(&mut headers);
+        assert!(headers.get(http::header::HOST).is_none());
+        assert_eq!(headers.len(), 1);
+
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::HOST, "127.0.0.1:3000".parse().unwrap());
+        strip_forbidden_headers(&mut headers);
+        assert_eq!(headers[http::header::HOST], "127.0.0.1:3000");
+    }
+
+    #[test]
+    fn chaining_to_a_component_without_an_http_trigger_is_destination_not_found() {
+        // No component at all: loads without any `.wasm`.
+        let dir = std::env::temp_dir().join(format!("stock-test-host-app-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let manifest = dir.join("empty.toml");
+        std::fs::write(
+            &manifest,
+            "spin_manifest_version = 2\n[application]\nname = \"empty\"\n",
+        )
+        .unwrap();
+        let app = Arc::new(App::load(&HostConfig::new(&manifest)).unwrap());
+        let _ = std::fs::remove_dir_all(&dir);
+
+        let request = Request::builder()
+            .uri("http://nope.spin.internal/x")
+            .body(Empty::new().map_err(|never| match never {}).boxed_unsync())
+            .unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let result = runtime.block_on(app.dispatch("nope".to_owned(), request));
+        assert!(
+            matches!(result, Err(wasmtime_wasi_http::Error::DestinationNotFound)),
+            "{result:?}"
+        );
+    }
 }

@@ -5,9 +5,10 @@
 //! # What it emulates (Spin 4.0.2, HTTP trigger)
 //!
 //! - A Spin manifest v2 (`spin.toml`): `[variables]`, `[[trigger.http]]`
-//!   (`route`, `component` by id), `[component.NAME]` `source` (a local path
-//!   relative to the manifest), `key_value_stores`, `allowed_outbound_hosts`,
-//!   `environment` and `variables` (templates such as `"{{ admin_token }}"`).
+//!   (`route`, a path or `{ private = true }`; `component` by id),
+//!   `[component.NAME]` `source` (a local path relative to the manifest),
+//!   `key_value_stores`, `allowed_outbound_hosts`, `environment` and
+//!   `variables` (templates such as `"{{ admin_token }}"`).
 //!   Anything else that would change behaviour is rejected at start-up.
 //! - Routing with Spin's rules and crate (exact, `:name`, `/prefix/...`,
 //!   longest prefix wins, no match → 404) and Spin's `spin-*` request headers
@@ -21,6 +22,17 @@
 //! - WASI 0.2 imports from `wasmtime-wasi` (stdout/stderr inherited, no
 //!   filesystem preopens, no sockets), outbound HTTP allowed only to
 //!   `allowed_outbound_hosts` (else `HTTP-request-denied`).
+//! - Private routes and local service chaining (SIP 017): a component with
+//!   only `route = { private = true }` gets no public route (404 from
+//!   outside); an allowed request to `http://<component-id>.spin.internal/…`
+//!   runs in-process in a new instance of that component (the same key-value
+//!   store, its own component variables), with Spin's chained-request headers
+//!   (`spin-path-info` = the whole path, `spin-matched-route` = `/...`,
+//!   `spin-component-route` empty, `spin-client-addr` = `0.0.0.0:0`,
+//!   `spin-full-url` = `http://localhost/<path>` since the chained request
+//!   has no `Host` header, only its URI's authority); a `Host: *.spin.internal`
+//!   header on a routed request is stripped. Details and differences in the
+//!   `outbound` module.
 //! - `fermyon:spin/variables@2.0.0`: component variables resolved from their
 //!   templates against application variables given in [`HostConfig::variables`]
 //!   (like `--variable name=value` / `SPIN_VARIABLE_NAME` on real Spin), falling
@@ -33,9 +45,18 @@
 //! # What it does NOT emulate
 //!
 //! - Other trigger types (Redis, cron, …), `[application.trigger.http] base`
-//!   other than `/`, private routes / service chaining / `self` outbound hosts,
+//!   other than `/`, `self` outbound hosts and relative-URL self requests,
 //!   WAGI or WASIp3 executors, remote or registry `source`s, `files`, component
-//!   `dependencies`.
+//!   `dependencies`, `static_response` triggers.
+//! - Service-chaining corner cases: chaining to an id that no
+//!   `[[trigger.http]]` names fails the caller's request with
+//!   `destination-not-found` (Spin traps the caller, whose request becomes a
+//!   500); chained requests bypass [`HostConfig::max_body_bytes`] (a
+//!   listener limit here, which Spin does not have anyway); `spin up
+//!   --component-id` validation of chaining targets; OpenTelemetry context
+//!   propagation.
+//! - Spin-header duplicates: a client-sent `spin-*` header is replaced here,
+//!   while Spin appends its own value after the client's.
 //! - Spin SQLite, Redis, Postgres/MySQL, LLM, MQTT, `fermyon:spin` key-value
 //!   and `wasi:config` imports: a component importing them fails to load, with
 //!   an error naming the import.
@@ -44,7 +65,10 @@
 //!   file, so no Redis/Cosmos/DynamoDB backends (the [`HostStore`] trait is the
 //!   seam for adding one); no `max_result_bytes` limits.
 //! - Spin's instance reuse, request timeouts, HTTPS/TLS listener, HTTP/2,
-//!   `spin build`/`spin watch` (use [`build_wasm`]), logging to files.
+//!   `spin build`/`spin watch` (use [`build_wasm`]), logging to files. A
+//!   request Spin's server rejects with an error (no authority, e.g. after a
+//!   `Host: *.spin.internal` header was stripped) closes the connection in
+//!   Spin and is a 500 here.
 //!
 //! # Use
 //!

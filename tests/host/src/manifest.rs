@@ -84,12 +84,15 @@ pub(crate) struct HttpTrigger {
 pub(crate) enum Route {
     /// An exact (`/a/b`), named-segment (`/a/:id`) or wildcard (`/a/...`) route.
     Path(String),
-    /// A private endpoint, reachable only through service chaining (not
-    /// emulated): it is not routed.
-    Private {
-        #[serde(rename = "private")]
-        _private: bool,
-    },
+    /// A private endpoint: not routed, reachable only through service chaining.
+    Private(PrivateEndpoint),
+}
+
+/// `{ private = true }` (`false` is an error, as in Spin).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PrivateEndpoint {
+    private: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -156,6 +159,14 @@ impl Manifest {
                     trigger.component
                 );
             }
+            if let Route::Private(PrivateEndpoint { private: false }) = trigger.route {
+                // Spin's `Router::build` message.
+                bail!(
+                    "route must be a string pattern or '{{ private = true }}': component {:?} \
+                     has {{ private = false }}",
+                    trigger.component
+                );
+            }
             if let Some(executor) = &trigger.executor
                 && executor.kind != "spin"
                 && executor.kind != "http"
@@ -217,7 +228,7 @@ mod tests {
         assert_eq!(manifest.trigger.http.len(), 2);
         assert!(matches!(
             manifest.trigger.http[1].route,
-            Route::Private { .. }
+            Route::Private(PrivateEndpoint { private: true })
         ));
         let stock = &manifest.component["stock"];
         assert_eq!(stock.key_value_stores, ["default"]);
@@ -239,5 +250,10 @@ mod tests {
             "component = \"nope\"\n        [[",
         );
         assert!(parse(&dangling).is_err());
+        let not_private = BASE.replace("private = true", "private = false");
+        let error = parse(&not_private).unwrap_err();
+        assert!(error.to_string().contains("private = false"), "{error}");
+        let extra = BASE.replace("private = true", "private = true, public = false");
+        assert!(parse(&extra).is_err());
     }
 }

@@ -1,5 +1,6 @@
 //! Outbound HTTP (`wasi:http/outgoing-handler`) gated by the component's
-//! `allowed_outbound_hosts`, as Spin does it.
+//! `allowed_outbound_hosts`, as Spin does it, and Spin's local service
+//! chaining (SIP 017) to `http://<component-id>.spin.internal`.
 //!
 //! Patterns follow Spin's `outbound-networking-config` rules:
 //! `scheme://host[:port]` where the scheme may be `*`; the host may be `*`,
@@ -11,12 +12,36 @@
 //! with `HTTP-request-denied`. Allowed requests go out through
 //! wasmtime-wasi-http's default client (plain HTTP, or HTTPS with webpki roots).
 //!
-//! Not emulated: `self` / `*.spin.internal` service chaining and relative
-//! URLs (a pattern using `self` is rejected at start-up, a request without a
-//! host is denied), and Spin's connection pooling and limits.
+//! # Service chaining
+//!
+//! As in Spin 4 (`trigger-http` `OutboundHttpInterceptor`), the permission
+//! check comes first and is plain pattern matching, so
+//! `http://update-stock.spin.internal`, `http://*.spin.internal` (and, as in
+//! Spin's code though not in SIP 017's text, `*://*:*`) allow a chained call.
+//! Then, if the host is `<id>.spin.internal` (exactly one label before
+//! `spin.internal`, any port; Spin's `parse_service_chaining_target`), the
+//! request never touches the network: the `Host` header is removed (Spin
+//! removes it from every outbound request) and the request is handed to
+//! [`ServiceChaining::dispatch`], which runs it in a new instance of component
+//! `<id>` (the same key-value store; its own component variables, resolved
+//! from the same application variables) through the same per-request path as a
+//! routed request, with the headers Spin sets for a chained request (see
+//! [`RouteMatch::synthetic`](crate::router::RouteMatch::synthetic)).
+//!
+//! Differences from Spin: a chained request to an id that has no
+//! `[[trigger.http]]` fails with `destination-not-found` (Spin makes the
+//! *calling* guest trap with "unknown routing destination", so the caller's
+//! own request becomes a 500; wasmtime-wasi-http's hook cannot trap); no
+//! OpenTelemetry context is injected. A callee that traps or returns no
+//! response gives the caller a 500 with an empty body, as in Spin.
+//!
+//! Not emulated: `self` / `self.alt` and relative-URL self requests (a pattern
+//! using `self` is rejected at start-up, a request without a host is denied),
+//! and Spin's connection pooling and limits.
 
 use std::net::IpAddr;
 use std::ops::Range;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use anyhow::{Context, bail, ensure};
@@ -86,8 +111,8 @@ impl HostPattern {
         if host == "*" {
             return Ok(Self::Any);
         }
-        if host == "self" || host == "self.alt" || host.ends_with(".spin.internal") {
-            bail!("service chaining ({host:?}) is not emulated by the test host");
+        if host == "self" || host == "self.alt" {
+            bail!("self requests ({host:?}) are not emulated by the test host");
         }
         if host.starts_with('{') {
             bail!("host lists are not supported");
@@ -199,6 +224,44 @@ fn permits(allowed: &[AllowedHost], uri: &http::Uri) -> bool {
             .any(|a| a.allows(scheme, host, uri.port_u16()))
 }
 
+/// The domain of service-chaining hosts.
+const SERVICE_CHAINING_DOMAIN: &str = "spin.internal";
+
+/// Spin's `parse_service_chaining_host`: `<id>.spin.internal[:port]` → `<id>`
+/// (exactly one label before `spin.internal`, compared as written).
+fn service_chaining_host(host: &str) -> Option<&str> {
+    let host = host.rsplit_once(':').map_or(host, |(host, _port)| host);
+    let (first, rest) = host.split_once('.')?;
+    (rest == SERVICE_CHAINING_DOMAIN).then_some(first)
+}
+
+/// Whether a `Host` header value names a service-chaining host (Spin strips
+/// such a header from routed requests so that it cannot be spoofed).
+pub(crate) fn is_service_chaining_host(host: &str) -> bool {
+    service_chaining_host(host).is_some()
+}
+
+/// Spin's `parse_service_chaining_target`: the component a request URI
+/// chains to, if its host is `<id>.spin.internal`.
+pub(crate) fn service_chaining_target(uri: &http::Uri) -> Option<&str> {
+    service_chaining_host(uri.authority()?.host().trim())
+}
+
+/// The response of a chained request.
+pub(crate) type ChainedResponse =
+    Pin<Box<dyn Future<Output = Result<http::Response<WasiBody>, Error>> + Send>>;
+
+/// Runs service-chained requests in-process (implemented by the application).
+pub(crate) trait ServiceChaining: Send + Sync {
+    /// Runs `request` (already allowed, `Host` removed) in a new instance of
+    /// `component`; `Err(DestinationNotFound)` if no HTTP trigger names it.
+    fn dispatch(
+        self: Arc<Self>,
+        component: String,
+        request: http::Request<WasiBody>,
+    ) -> ChainedResponse;
+}
+
 type SendFuture = Box<
     dyn Future<
             Output = Result<
@@ -212,14 +275,16 @@ type SendFuture = Box<
 >;
 
 /// The `wasi:http` hooks of one component instance: deny what
-/// `allowed_outbound_hosts` does not allow, send the rest.
+/// `allowed_outbound_hosts` does not allow, run `*.spin.internal` requests
+/// in-process, send the rest.
 pub(crate) struct OutboundPolicy {
     allowed: Arc<[AllowedHost]>,
+    chain: Arc<dyn ServiceChaining>,
 }
 
 impl OutboundPolicy {
-    pub(crate) fn new(allowed: Arc<[AllowedHost]>) -> Self {
-        Self { allowed }
+    pub(crate) fn new(allowed: Arc<[AllowedHost]>, chain: Arc<dyn ServiceChaining>) -> Self {
+        Self { allowed, chain }
     }
 }
 
@@ -237,6 +302,19 @@ impl WasiHttpHooks for OutboundPolicy {
             );
             return Box::new(async { Err(Error::HttpRequestDenied) });
         }
+        if let Some(component) = service_chaining_target(request.uri()) {
+            let component = component.to_owned();
+            let mut request = request;
+            request.headers_mut().remove(http::header::HOST);
+            let response = self.chain.clone().dispatch(component, request);
+            return Box::new(async move {
+                Ok((
+                    response.await?,
+                    Box::new(async { Ok(()) })
+                        as Box<dyn Future<Output = Result<(), Error>> + Send>,
+                ))
+            });
+        }
         Box::new(async move {
             let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
             Ok((
@@ -250,6 +328,123 @@ impl WasiHttpHooks for OutboundPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
+
+    /// Records chained dispatches and answers 201.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<(String, String, Option<http::HeaderValue>)>>);
+
+    impl ServiceChaining for Recorder {
+        fn dispatch(
+            self: Arc<Self>,
+            component: String,
+            request: http::Request<WasiBody>,
+        ) -> ChainedResponse {
+            let host = request.headers().get(http::header::HOST).cloned();
+            self.0
+                .lock()
+                .unwrap()
+                .push((component, request.uri().to_string(), host));
+            Box::pin(async {
+                Ok(http::Response::builder()
+                    .status(201)
+                    .body(empty_body())
+                    .unwrap())
+            })
+        }
+    }
+
+    fn empty_body() -> WasiBody {
+        http_body_util::Empty::new()
+            .map_err(|never| match never {})
+            .boxed_unsync()
+    }
+
+    /// Sends `url` through the hooks of a component allowed `entries`.
+    fn send(
+        recorder: &Arc<Recorder>,
+        entries: &[&str],
+        url: &str,
+    ) -> Result<http::StatusCode, Error> {
+        let mut hooks = OutboundPolicy::new(policy(entries).into(), recorder.clone());
+        let authority = url
+            .parse::<http::Uri>()
+            .unwrap()
+            .authority()
+            .unwrap()
+            .to_string();
+        let request = http::Request::builder()
+            .method("PUT")
+            .uri(url)
+            .header(http::header::HOST, authority)
+            .body(empty_body())
+            .unwrap();
+        let future = hooks.send_request(request, None, Box::new(async { Ok(()) }));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime
+            .block_on(Pin::from(future))
+            .map(|(response, _io)| response.status())
+    }
+
+    #[test]
+    fn allowed_spin_internal_requests_are_dispatched_in_process() {
+        let recorder = Arc::new(Recorder::default());
+        let status = send(
+            &recorder,
+            &["http://update-stock.spin.internal"],
+            "http://update-stock.spin.internal/v1/stock/x?a=1",
+        );
+        assert_eq!(status.unwrap(), 201);
+        assert_eq!(
+            *recorder.0.lock().unwrap(),
+            [(
+                "update-stock".to_owned(),
+                "http://update-stock.spin.internal/v1/stock/x?a=1".to_owned(),
+                None, // Spin removes `Host` before dispatching
+            )]
+        );
+    }
+
+    #[test]
+    fn chaining_needs_permission() {
+        let recorder = Arc::new(Recorder::default());
+        for (entries, url) in [
+            (&[][..], "http://update-stock.spin.internal/"),
+            (
+                &["http://update-stock.spin.internal"][..],
+                "http://other.spin.internal/",
+            ),
+            (
+                &["http://update-stock.spin.internal"][..],
+                "https://update-stock.spin.internal/",
+            ),
+            (
+                &["http://127.0.0.1:*"][..],
+                "http://update-stock.spin.internal/",
+            ),
+        ] {
+            let result = send(&recorder, entries, url);
+            assert!(
+                matches!(result, Err(Error::HttpRequestDenied)),
+                "{entries:?} {url}: {result:?}"
+            );
+        }
+        assert!(recorder.0.lock().unwrap().is_empty());
+
+        // A wildcard allows any id; whether it exists is the dispatcher's call.
+        assert_eq!(
+            send(
+                &recorder,
+                &["http://*.spin.internal"],
+                "http://nope.spin.internal/x"
+            )
+            .unwrap(),
+            201
+        );
+        assert_eq!(recorder.0.lock().unwrap()[0].0, "nope");
+    }
 
     fn policy(entries: &[&str]) -> Vec<AllowedHost> {
         entries
@@ -283,12 +478,58 @@ mod tests {
     }
 
     #[test]
+    fn spin_internal_hosts_are_permissions_like_any_other() {
+        let p = policy(&["http://update-stock.spin.internal"]);
+        assert!(allowed(&p, "http://update-stock.spin.internal/v1/stock/x"));
+        assert!(allowed(&p, "http://UPDATE-STOCK.spin.internal/"));
+        assert!(!allowed(&p, "http://other.spin.internal/"));
+        assert!(!allowed(&p, "https://update-stock.spin.internal/"));
+        assert!(!allowed(&p, "http://update-stock.spin.internal:8080/"));
+        assert!(!allowed(&policy(&[]), "http://update-stock.spin.internal/"));
+        assert!(!allowed(
+            &policy(&["http://example.com"]),
+            "http://update-stock.spin.internal/"
+        ));
+
+        let any = policy(&["http://*.spin.internal"]);
+        assert!(allowed(&any, "http://update-stock.spin.internal/"));
+        assert!(allowed(&any, "http://nope.spin.internal/x"));
+        assert!(!allowed(&any, "http://example.com/"));
+        // As in Spin's code, the allow-all pattern matches chaining hosts too.
+        assert!(allowed(&policy(&["*://*:*"]), "http://a.spin.internal/"));
+    }
+
+    #[test]
+    fn chaining_targets_follow_spin_parsing() {
+        let target = |url: &str| service_chaining_target(&url.parse().unwrap()).map(str::to_owned);
+        assert_eq!(
+            target("http://update-stock.spin.internal/v1/stock/x?q=1").as_deref(),
+            Some("update-stock")
+        );
+        assert_eq!(
+            target("http://update-stock.spin.internal:8080/").as_deref(),
+            Some("update-stock")
+        );
+        assert_eq!(target("https://a.spin.internal").as_deref(), Some("a"));
+        assert_eq!(target("http://a.b.spin.internal/"), None);
+        assert_eq!(target("http://spin.internal/"), None);
+        assert_eq!(target("http://a.spin.internal.example.com/"), None);
+        assert_eq!(target("http://example.com/"), None);
+        assert_eq!(target("/relative"), None);
+
+        assert!(is_service_chaining_host("update-stock.spin.internal"));
+        assert!(is_service_chaining_host("update-stock.spin.internal:1234"));
+        assert!(!is_service_chaining_host("127.0.0.1:3000"));
+        assert!(!is_service_chaining_host("spin.internal"));
+    }
+
+    #[test]
     fn rejects_unsupported_or_malformed_entries() {
         for bad in [
             "*",
             "127.0.0.1:80",
             "http://self",
-            "http://x.spin.internal",
+            "https://self.alt",
             "*://example.com",
             "http://a*b.com",
             "http://example.com/path",

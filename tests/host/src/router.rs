@@ -103,6 +103,22 @@ impl Router {
 }
 
 impl RouteMatch {
+    /// The match Spin makes up for a service-chained request
+    /// (`spin_http::routes::RouteMatch::synthetic`): as if the whole `path`
+    /// had matched the wildcard route `/...` of `component`, so
+    /// `spin-path-info` is the full path, `spin-matched-route` and
+    /// `spin-raw-component-route` are `/...`, `spin-component-route` is empty
+    /// and there are no `spin-path-match-*` headers.
+    pub(crate) fn synthetic(component: &str, path: &str) -> Self {
+        Self {
+            component: component.to_owned(),
+            based_route: "/...".to_owned(),
+            raw_route: "/...".to_owned(),
+            path_info: path.to_owned(),
+            named: Vec::new(),
+        }
+    }
+
     /// Adds the headers Spin gives a component: `spin-full-url`,
     /// `spin-path-info`, `spin-matched-route`, `spin-base-path`,
     /// `spin-raw-component-route`, `spin-component-route`, `spin-client-addr`
@@ -235,6 +251,33 @@ mod tests {
         assert_eq!(
             headers["spin-component-route"],
             "/v1/stock/:product_id/history"
+        );
+    }
+
+    #[test]
+    fn synthetic_match_headers_match_spin_chaining() {
+        let chained = RouteMatch::synthetic("update-stock", "/v1/stock/p1");
+        assert_eq!(chained.component, "update-stock");
+        let mut headers = HeaderMap::new();
+        chained
+            .add_spin_headers(
+                &mut headers,
+                "http://localhost/v1/stock/p1?x=1",
+                "0.0.0.0:0".parse().unwrap(),
+            )
+            .unwrap();
+        let get = |name: &str| headers[name].to_str().unwrap().to_owned();
+        assert_eq!(get("spin-path-info"), "/v1/stock/p1");
+        assert_eq!(get("spin-full-url"), "http://localhost/v1/stock/p1?x=1");
+        assert_eq!(get("spin-matched-route"), "/...");
+        assert_eq!(get("spin-raw-component-route"), "/...");
+        assert_eq!(get("spin-component-route"), "");
+        assert_eq!(get("spin-base-path"), "/");
+        assert_eq!(get("spin-client-addr"), "0.0.0.0:0");
+        assert!(
+            !headers
+                .keys()
+                .any(|k| k.as_str().starts_with("spin-path-match-"))
         );
     }
 }
