@@ -115,7 +115,7 @@ pub struct AdjustStock {
 pub enum AdjustStockError {
     #[error("product {0} does not exist")]
     ProductNotFound(ProductId),
-    #[error("reason {reason:?} does not allow an adjustment of {adjustment}")]
+    #[error("reason {} does not allow an adjustment of {adjustment}", reason.as_str())]
     ReasonMismatch {
         reason: AdjustmentReason,
         adjustment: i64,

@@ -1,0 +1,15 @@
+//! `adjust-stock`: AdjustStock: `POST /v1/stock/{product_id}/adjustments` (admin token),
+//! a signed delta with a reason.
+
+use http::{Method, Request, Response};
+use stock_spin::Role;
+
+// The export only exists for wasm: natively the handler is a plain function, so the
+// workspace still builds, links and lints on the host.
+#[cfg_attr(target_arch = "wasm32", spin_sdk::http_component)]
+pub fn handle(req: Request<Vec<u8>>) -> Response<Vec<u8>> {
+    match *req.method() {
+        Method::POST => stock_spin::serve_guarded(&req, Role::Admin, stock_http::adjust_stock),
+        _ => stock_http::method_not_allowed(&[Method::POST]),
+    }
+}

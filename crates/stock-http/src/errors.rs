@@ -1,0 +1,388 @@
+//! Domain errors as problems: one `From` per operation's error enum, so every variant
+//! has exactly one code and status. Unexpected failures are logged to stderr with their
+//! full context and answered with the generic 500, never with their text.
+
+use stock_domain::models::MAX_UNITS;
+use stock_domain::service::{
+    AdjustStockError, AlertsError, CheckAvailabilityError, CommitError, ExpireError,
+    GetReservationError, GetStockError, HistoryError, ReleaseError, ReserveError, UpdateStockError,
+};
+
+use crate::problem::{Code, Problem};
+
+fn internal(operation: &str, error: &anyhow::Error) -> Problem {
+    eprintln!("stock-service: {operation} failed: {error:#}");
+    Problem::internal()
+}
+
+fn busy() -> Problem {
+    Problem::new(
+        Code::ServiceBusy,
+        "the records involved are too contended right now; retry shortly",
+    )
+}
+
+fn idempotency_key_reused() -> Problem {
+    Problem::new(
+        Code::IdempotencyKeyReused,
+        "this Idempotency-Key was already used for a different request",
+    )
+}
+
+fn product_not_found(id: &impl ToString) -> Problem {
+    let id = id.to_string();
+    Problem::new(
+        Code::ProductNotFound,
+        format!("product {id} does not exist"),
+    )
+    .with("product_id", id)
+}
+
+fn reservation_not_found(id: &impl ToString) -> Problem {
+    let id = id.to_string();
+    Problem::new(
+        Code::ReservationNotFound,
+        format!("reservation {id} does not exist"),
+    )
+    .with("reservation_id", id)
+}
+
+impl From<UpdateStockError> for Problem {
+    fn from(e: UpdateStockError) -> Self {
+        match e {
+            UpdateStockError::BelowReserved {
+                requested,
+                reserved,
+            } => Problem::new(Code::BelowReserved, e.to_string())
+                .with("requested_quantity", requested)
+                .with("reserved_quantity", reserved),
+            UpdateStockError::IdempotencyMismatch => idempotency_key_reused(),
+            UpdateStockError::Busy => busy(),
+            UpdateStockError::Unknown(e) => internal("update stock", &e),
+        }
+    }
+}
+
+impl From<AdjustStockError> for Problem {
+    fn from(e: AdjustStockError) -> Self {
+        match e {
+            AdjustStockError::ProductNotFound(id) => product_not_found(&id),
+            AdjustStockError::ReasonMismatch { reason, .. } => {
+                Problem::new(Code::ReasonMismatch, e.to_string()).with("reason", reason.as_str())
+            }
+            AdjustStockError::InsufficientStock { available } => {
+                Problem::new(Code::InsufficientStock, e.to_string())
+                    .with("available_quantity", available)
+            }
+            AdjustStockError::TooLarge => {
+                Problem::new(Code::OnHandLimit, e.to_string()).with("max_quantity", MAX_UNITS)
+            }
+            AdjustStockError::IdempotencyMismatch => idempotency_key_reused(),
+            AdjustStockError::Busy => busy(),
+            AdjustStockError::Unknown(e) => internal("adjust stock", &e),
+        }
+    }
+}
+
+impl From<GetStockError> for Problem {
+    fn from(e: GetStockError) -> Self {
+        match e {
+            GetStockError::ProductNotFound(id) => product_not_found(&id),
+            GetStockError::Unknown(e) => internal("get stock", &e),
+        }
+    }
+}
+
+impl From<CheckAvailabilityError> for Problem {
+    fn from(e: CheckAvailabilityError) -> Self {
+        match e {
+            CheckAvailabilityError::ProductNotFound(id) => product_not_found(&id),
+            CheckAvailabilityError::Unknown(e) => internal("check availability", &e),
+        }
+    }
+}
+
+impl From<HistoryError> for Problem {
+    fn from(e: HistoryError) -> Self {
+        match e {
+            HistoryError::ProductNotFound(id) => product_not_found(&id),
+            HistoryError::Unknown(e) => internal("stock history", &e),
+        }
+    }
+}
+
+impl From<AlertsError> for Problem {
+    fn from(e: AlertsError) -> Self {
+        match e {
+            AlertsError::Unknown(e) => internal("stock alerts", &e),
+        }
+    }
+}
+
+impl From<ReserveError> for Problem {
+    fn from(e: ReserveError) -> Self {
+        match e {
+            ReserveError::NoLines => Problem::new(Code::NoLines, e.to_string()),
+            ReserveError::TooManyLines { max } => {
+                Problem::new(Code::TooManyLines, e.to_string()).with("max_lines", max)
+            }
+            ReserveError::DuplicateLine(ref id) => {
+                let id = id.to_string();
+                Problem::new(Code::DuplicateLine, e.to_string()).with("product_id", id)
+            }
+            ReserveError::TtlOutOfRange { max_ms } => Problem::new(
+                Code::InvalidTtl,
+                format!("ttl_seconds must be between 1 and {}", max_ms / 1000),
+            )
+            .with("max_ttl_seconds", max_ms / 1000),
+            ReserveError::ProductNotFound(id) => product_not_found(&id),
+            ReserveError::InsufficientStock {
+                ref product_id,
+                requested,
+                available,
+            } => {
+                let product_id = product_id.to_string();
+                Problem::new(Code::InsufficientStock, e.to_string())
+                    .with("product_id", product_id)
+                    .with("requested_quantity", requested)
+                    .with("available_quantity", available)
+            }
+            ReserveError::IdempotencyMismatch => idempotency_key_reused(),
+            ReserveError::Busy => busy(),
+            ReserveError::Unknown(e) => internal("reserve stock", &e),
+        }
+    }
+}
+
+impl From<GetReservationError> for Problem {
+    fn from(e: GetReservationError) -> Self {
+        match e {
+            GetReservationError::NotFound(id) => reservation_not_found(&id),
+            GetReservationError::Busy => busy(),
+            GetReservationError::Unknown(e) => internal("get reservation", &e),
+        }
+    }
+}
+
+impl From<ReleaseError> for Problem {
+    fn from(e: ReleaseError) -> Self {
+        match e {
+            ReleaseError::NotFound(id) => reservation_not_found(&id),
+            ReleaseError::AlreadyCommitted => {
+                Problem::new(Code::ReservationCommitted, e.to_string())
+            }
+            ReleaseError::Rejected => Problem::new(Code::ReservationRejected, e.to_string()),
+            ReleaseError::Busy => busy(),
+            ReleaseError::Unknown(e) => internal("release reservation", &e),
+        }
+    }
+}
+
+impl From<CommitError> for Problem {
+    fn from(e: CommitError) -> Self {
+        match e {
+            CommitError::NotFound(id) => reservation_not_found(&id),
+            CommitError::Expired { expires_at } => {
+                Problem::new(Code::ReservationExpired, e.to_string()).with("expires_at", expires_at)
+            }
+            CommitError::AlreadyReleased => Problem::new(Code::ReservationReleased, e.to_string()),
+            CommitError::Rejected => Problem::new(Code::ReservationRejected, e.to_string()),
+            CommitError::OrderMismatch { ref committed_to } => {
+                let order_id = committed_to.to_string();
+                Problem::new(Code::OrderMismatch, e.to_string()).with("order_id", order_id)
+            }
+            CommitError::Busy => busy(),
+            CommitError::Unknown(e) => internal("commit reservation", &e),
+        }
+    }
+}
+
+impl From<ExpireError> for Problem {
+    fn from(e: ExpireError) -> Self {
+        match e {
+            ExpireError::Busy => busy(),
+            ExpireError::Unknown(e) => internal("expire reservations", &e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use stock_domain::models::{OrderId, ProductId, ReservationId};
+    use stock_domain::service::AdjustmentReason;
+
+    use super::*;
+
+    fn sku() -> ProductId {
+        ProductId::parse("SKU-1").unwrap()
+    }
+
+    fn rid() -> ReservationId {
+        ReservationId::parse("r-1").unwrap()
+    }
+
+    #[test]
+    fn insufficient_stock_on_reserve_reports_what_is_available() {
+        let p = Problem::from(ReserveError::InsufficientStock {
+            product_id: sku(),
+            requested: 5,
+            available: 2,
+        });
+        assert_eq!(p.code(), Code::InsufficientStock);
+        assert_eq!(p.extension("available_quantity"), Some(&2.into()));
+        assert_eq!(p.extension("requested_quantity"), Some(&5.into()));
+        assert_eq!(p.extension("product_id"), Some(&"SKU-1".into()));
+    }
+
+    #[test]
+    fn every_reserve_error_has_its_code() {
+        let cases = [
+            (ReserveError::NoLines, Code::NoLines),
+            (ReserveError::TooManyLines { max: 100 }, Code::TooManyLines),
+            (ReserveError::DuplicateLine(sku()), Code::DuplicateLine),
+            (
+                ReserveError::TtlOutOfRange { max_ms: 7_200_000 },
+                Code::InvalidTtl,
+            ),
+            (ReserveError::ProductNotFound(sku()), Code::ProductNotFound),
+            (
+                ReserveError::IdempotencyMismatch,
+                Code::IdempotencyKeyReused,
+            ),
+            (ReserveError::Busy, Code::ServiceBusy),
+            (
+                ReserveError::Unknown(anyhow::anyhow!("kv down")),
+                Code::InternalError,
+            ),
+        ];
+        for (error, code) in cases {
+            assert_eq!(Problem::from(error).code(), code);
+        }
+    }
+
+    #[test]
+    fn an_invalid_ttl_names_the_maximum_in_seconds() {
+        let p = Problem::from(ReserveError::TtlOutOfRange { max_ms: 7_200_000 });
+        assert_eq!(p.extension("max_ttl_seconds"), Some(&7200.into()));
+    }
+
+    #[test]
+    fn every_commit_error_has_its_code() {
+        let cases = [
+            (CommitError::NotFound(rid()), Code::ReservationNotFound),
+            (
+                CommitError::Expired { expires_at: 1 },
+                Code::ReservationExpired,
+            ),
+            (CommitError::AlreadyReleased, Code::ReservationReleased),
+            (CommitError::Rejected, Code::ReservationRejected),
+            (
+                CommitError::OrderMismatch {
+                    committed_to: OrderId::parse("o-1").unwrap(),
+                },
+                Code::OrderMismatch,
+            ),
+            (CommitError::Busy, Code::ServiceBusy),
+        ];
+        for (error, code) in cases {
+            assert_eq!(Problem::from(error).code(), code);
+        }
+    }
+
+    #[test]
+    fn committing_an_expired_reservation_is_gone() {
+        let p = Problem::from(CommitError::Expired { expires_at: 42 });
+        assert_eq!(p.code().status(), http::StatusCode::GONE);
+        assert_eq!(p.extension("expires_at"), Some(&42.into()));
+    }
+
+    #[test]
+    fn every_release_error_has_its_code() {
+        let cases = [
+            (ReleaseError::NotFound(rid()), Code::ReservationNotFound),
+            (ReleaseError::AlreadyCommitted, Code::ReservationCommitted),
+            (ReleaseError::Rejected, Code::ReservationRejected),
+            (ReleaseError::Busy, Code::ServiceBusy),
+        ];
+        for (error, code) in cases {
+            assert_eq!(Problem::from(error).code(), code);
+        }
+    }
+
+    #[test]
+    fn every_stock_mutation_error_has_its_code() {
+        let update = [
+            (
+                UpdateStockError::BelowReserved {
+                    requested: 1,
+                    reserved: 3,
+                },
+                Code::BelowReserved,
+            ),
+            (
+                UpdateStockError::IdempotencyMismatch,
+                Code::IdempotencyKeyReused,
+            ),
+            (UpdateStockError::Busy, Code::ServiceBusy),
+        ];
+        for (error, code) in update {
+            assert_eq!(Problem::from(error).code(), code);
+        }
+        let adjust = [
+            (
+                AdjustStockError::ProductNotFound(sku()),
+                Code::ProductNotFound,
+            ),
+            (
+                AdjustStockError::ReasonMismatch {
+                    reason: AdjustmentReason::Damage,
+                    adjustment: 3,
+                },
+                Code::ReasonMismatch,
+            ),
+            (
+                AdjustStockError::InsufficientStock { available: 1 },
+                Code::InsufficientStock,
+            ),
+            (AdjustStockError::TooLarge, Code::OnHandLimit),
+            (
+                AdjustStockError::IdempotencyMismatch,
+                Code::IdempotencyKeyReused,
+            ),
+            (AdjustStockError::Busy, Code::ServiceBusy),
+        ];
+        for (error, code) in adjust {
+            assert_eq!(Problem::from(error).code(), code);
+        }
+    }
+
+    #[test]
+    fn unknown_products_and_reservations_are_not_found() {
+        assert_eq!(
+            Problem::from(GetStockError::ProductNotFound(sku())).code(),
+            Code::ProductNotFound
+        );
+        assert_eq!(
+            Problem::from(CheckAvailabilityError::ProductNotFound(sku())).code(),
+            Code::ProductNotFound
+        );
+        assert_eq!(
+            Problem::from(HistoryError::ProductNotFound(sku())).code(),
+            Code::ProductNotFound
+        );
+        assert_eq!(
+            Problem::from(GetReservationError::NotFound(rid())).code(),
+            Code::ReservationNotFound
+        );
+    }
+
+    #[test]
+    fn an_unexpected_failure_is_a_generic_internal_error() {
+        let p = Problem::from(GetStockError::Unknown(anyhow::anyhow!(
+            "secret backend detail"
+        )));
+        assert_eq!(p, Problem::internal());
+        let p = Problem::from(ExpireError::Busy);
+        assert_eq!(p.code(), Code::ServiceBusy);
+    }
+}

@@ -1,0 +1,113 @@
+//! The service's configuration from Spin variables (SPEC §3: tokens are secret
+//! variables; the tunables have defaults, so a component that does not map them runs
+//! with the defaults).
+
+use anyhow::{Context, anyhow, bail};
+use stock_domain::Config;
+
+pub const DEFAULT_TTL_SECONDS: u64 = 900;
+pub const MAX_TTL_SECONDS: u64 = 7200;
+
+/// Builds the domain configuration from `lookup`, which returns a variable's value or
+/// `None` when the component does not define it.
+pub fn from_lookup(
+    lookup: impl Fn(&str) -> anyhow::Result<Option<String>>,
+) -> anyhow::Result<Config> {
+    let seconds = |name: &str, default: u64| -> anyhow::Result<u64> {
+        let Some(raw) = lookup(name)? else {
+            return Ok(default);
+        };
+        raw.trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|s| *s >= 1 && s.checked_mul(1000).is_some())
+            .ok_or_else(|| anyhow!("{name} must be a whole number of seconds, at least 1"))
+    };
+    let default_ttl = seconds("reservation_default_ttl_seconds", DEFAULT_TTL_SECONDS)?;
+    let max_ttl = seconds("reservation_max_ttl_seconds", MAX_TTL_SECONDS)?;
+    if default_ttl > max_ttl {
+        bail!(
+            "reservation_default_ttl_seconds ({default_ttl}) exceeds reservation_max_ttl_seconds ({max_ttl})"
+        );
+    }
+    let verify_writes = match lookup("kv_verify_writes")?.as_deref().map(str::trim) {
+        None | Some("true") => true,
+        Some("false") => false,
+        Some(other) => bail!("kv_verify_writes must be true or false, not {other:?}"),
+    };
+    let mut config = Config {
+        default_ttl_ms: default_ttl * 1000,
+        max_ttl_ms: max_ttl * 1000,
+        ..Config::default()
+    };
+    config.retry.verify_writes = verify_writes;
+    Ok(config)
+}
+
+/// One Spin variable of this component; undefined is `None`.
+pub fn variable(name: &str) -> anyhow::Result<Option<String>> {
+    match spin_sdk::variables::get(name) {
+        Ok(value) => Ok(Some(value)),
+        Err(spin_sdk::variables::Error::Undefined(_)) => Ok(None),
+        Err(e) => Err(anyhow!("{e:?}")).with_context(|| format!("reading variable {name}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> anyhow::Result<Config> {
+        let vars: BTreeMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        from_lookup(|name| Ok(vars.get(name).cloned()))
+    }
+
+    #[test]
+    fn undefined_tunables_take_their_defaults() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.default_ttl_ms, 900_000);
+        assert_eq!(c.max_ttl_ms, 7_200_000);
+        assert!(c.retry.verify_writes);
+    }
+
+    #[test]
+    fn defined_tunables_are_used() {
+        let c = config(&[
+            ("reservation_default_ttl_seconds", "60"),
+            ("reservation_max_ttl_seconds", "120"),
+            ("kv_verify_writes", "false"),
+        ])
+        .unwrap();
+        assert_eq!(c.default_ttl_ms, 60_000);
+        assert_eq!(c.max_ttl_ms, 120_000);
+        assert!(!c.retry.verify_writes);
+    }
+
+    #[test]
+    fn a_default_ttl_above_the_maximum_is_refused() {
+        assert!(config(&[("reservation_default_ttl_seconds", "7201")]).is_err());
+    }
+
+    #[test]
+    fn malformed_tunables_are_refused() {
+        for (name, value) in [
+            ("reservation_default_ttl_seconds", "0"),
+            ("reservation_default_ttl_seconds", "15m"),
+            ("reservation_max_ttl_seconds", "-1"),
+            ("reservation_max_ttl_seconds", "18446744073709551615"),
+            ("kv_verify_writes", "yes"),
+        ] {
+            assert!(config(&[(name, value)]).is_err(), "{name}={value}");
+        }
+    }
+
+    #[test]
+    fn a_failing_lookup_is_an_error() {
+        assert!(from_lookup(|_| Err(anyhow!("host down"))).is_err());
+    }
+}

@@ -1,0 +1,613 @@
+//! The tests themselves. Each uses its own product ids (with a per-run suffix), so they
+//! run in parallel against one shared application and can be re-run against the same
+//! store.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Result, ensure};
+use serde_json::{Value, json};
+
+use crate::client::{As, Client, Reply};
+
+pub type Test = fn(&Client) -> Result<()>;
+
+/// Every test of the suite, by name.
+pub fn all() -> Vec<(&'static str, Test)> {
+    vec![
+        (
+            "order_lifecycle_update_check_reserve_commit",
+            order_lifecycle,
+        ),
+        ("reserve_then_release_gives_units_back", reserve_release),
+        (
+            "a_short_ttl_reservation_expires_without_a_scheduler",
+            reserve_expire,
+        ),
+        ("multi_line_reservations_are_all_or_nothing", multi_line),
+        ("batch_read_and_availability", batch_and_availability),
+        ("adjustments_follow_their_reason", adjustments),
+        ("history_is_complete_and_paged", history),
+        ("alerts_list_low_and_out_of_stock_products", alerts),
+        ("expiry_sweep_records_expired_reservations", sweep),
+        ("idempotency_keys_replay_across_components", idempotency),
+        ("malformed_and_invalid_bodies_are_problems", bad_bodies),
+        (
+            "bad_ids_and_quantities_are_problems",
+            bad_ids_and_quantities,
+        ),
+        ("oversized_bodies_are_refused", oversized),
+        ("tokens_guard_mutations", tokens),
+        (
+            "unknown_routes_methods_and_resources",
+            not_found_and_methods,
+        ),
+        ("conflicts_and_gone", conflicts_and_gone),
+        ("sixty_four_clients_never_oversell", concurrency),
+    ]
+}
+
+/// A product id unique to this run and test.
+fn product(name: &str) -> String {
+    static RUN: AtomicU64 = AtomicU64::new(0);
+    let run = match RUN.load(Ordering::Relaxed) {
+        0 => {
+            let t = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64;
+            RUN.store(t, Ordering::Relaxed);
+            t
+        }
+        t => t,
+    };
+    format!("{name}-{run}")
+}
+
+fn expect(reply: &Reply, status: u16) -> Result<()> {
+    ensure!(
+        reply.status == status,
+        "expected {status}, got {}: {}",
+        reply.status,
+        reply.raw
+    );
+    Ok(())
+}
+
+fn expect_problem(reply: &Reply, status: u16, code: &str) -> Result<()> {
+    expect(reply, status)?;
+    ensure!(
+        reply
+            .header("content-type")
+            .is_some_and(|c| c.starts_with("application/problem+json")),
+        "not problem+json: {:?}",
+        reply.headers
+    );
+    ensure!(reply.code() == code, "expected code {code}: {}", reply.raw);
+    ensure!(
+        reply.body["status"] == status && reply.body["title"].is_string(),
+        "incomplete problem: {}",
+        reply.raw
+    );
+    Ok(())
+}
+
+fn stocked(c: &Client, id: &str, quantity: u64) -> Result<()> {
+    expect(&c.put_stock(id, json!({ "quantity": quantity })), 200)
+}
+
+fn order_lifecycle(c: &Client) -> Result<()> {
+    let p = product("life");
+    let r = c.put_stock(&p, json!({"quantity": 10, "low_stock_threshold": 2}));
+    expect(&r, 200)?;
+    ensure!(r.u64("on_hand") == 10 && r.u64("available_quantity") == 10);
+    let a = c.get(&format!("/v1/stock/{p}/availability?quantity=4"));
+    expect(&a, 200)?;
+    ensure!(a.body["available"] == true && a.u64("available_quantity") == 10);
+    let res = c.reserve(json!({"product_id": p, "quantity": 4}));
+    expect(&res, 201)?;
+    ensure!(res.body["status"] == "PENDING" && res.u64("quantity") == 4);
+    ensure!(res.body["product_id"] == p.as_str());
+    let id = res.body["reservation_id"].as_str().unwrap().to_owned();
+    let s = c.stock(&p);
+    ensure!(s.u64("reserved_quantity") == 4 && s.u64("available_quantity") == 6);
+    let commit = c.post(
+        &format!("/v1/reservations/{id}/commit"),
+        As::Service,
+        json!({"order_id": "order-1"}),
+    );
+    expect(&commit, 200)?;
+    ensure!(commit.body["status"] == "COMMITTED");
+    let s = c.stock(&p);
+    ensure!(
+        (
+            s.u64("on_hand"),
+            s.u64("reserved_quantity"),
+            s.u64("committed_quantity")
+        ) == (6, 0, 4),
+        "{}",
+        s.raw
+    );
+    let lookup = c.get(&format!("/v1/reservations/{id}"));
+    expect(&lookup, 200)?;
+    ensure!(lookup.body["order_id"] == "order-1");
+    Ok(())
+}
+
+fn reserve_release(c: &Client) -> Result<()> {
+    let p = product("rel");
+    stocked(c, &p, 5)?;
+    let res = c.reserve(json!({"product_id": p, "quantity": 5}));
+    expect(&res, 201)?;
+    let id = res.body["reservation_id"].as_str().unwrap().to_owned();
+    ensure!(c.stock(&p).u64("available_quantity") == 0);
+    for _ in 0..2 {
+        let r = c.call(
+            "POST",
+            &format!("/v1/reservations/{id}/release"),
+            As::Service,
+            None,
+            &[],
+        );
+        expect(&r, 200)?;
+        ensure!(r.body["status"] == "RELEASED");
+    }
+    ensure!(c.stock(&p).u64("available_quantity") == 5);
+    Ok(())
+}
+
+fn reserve_expire(c: &Client) -> Result<()> {
+    let p = product("ttl");
+    stocked(c, &p, 3)?;
+    let res = c.reserve(json!({"product_id": p, "quantity": 2, "ttl_seconds": 1}));
+    expect(&res, 201)?;
+    let expires_at = res.u64("expires_at");
+    ensure!(c.stock(&p).u64("available_quantity") == 1);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64;
+    std::thread::sleep(Duration::from_millis(expires_at.saturating_sub(now) + 200));
+    let s = c.stock(&p);
+    ensure!(s.u64("available_quantity") == 3, "{}", s.raw);
+    let id = res.body["reservation_id"].as_str().unwrap();
+    ensure!(c.get(&format!("/v1/reservations/{id}")).body["status"] == "EXPIRED");
+    let commit = c.post(
+        &format!("/v1/reservations/{id}/commit"),
+        As::Service,
+        json!({"order_id": "late"}),
+    );
+    expect_problem(&commit, 410, "reservation_expired")
+}
+
+fn multi_line(c: &Client) -> Result<()> {
+    let (a, b) = (product("ml-a"), product("ml-b"));
+    stocked(c, &a, 5)?;
+    stocked(c, &b, 1)?;
+    let refused = c.reserve(json!({"lines": [
+        {"product_id": a, "quantity": 2}, {"product_id": b, "quantity": 2}
+    ]}));
+    expect_problem(&refused, 409, "insufficient_stock")?;
+    ensure!(refused.u64("available_quantity") == 1);
+    ensure!(c.stock(&a).u64("available_quantity") == 5);
+    let ok = c.reserve(json!({"lines": [
+        {"product_id": a, "quantity": 2}, {"product_id": b, "quantity": 1}
+    ], "ttl_seconds": 60}));
+    expect(&ok, 201)?;
+    ensure!(ok.body["lines"].as_array().map(Vec::len) == Some(2));
+    ensure!(c.stock(&a).u64("available_quantity") == 3);
+    ensure!(c.stock(&b).u64("available_quantity") == 0);
+    Ok(())
+}
+
+fn batch_and_availability(c: &Client) -> Result<()> {
+    let (a, b) = (product("batch-a"), product("batch-b"));
+    stocked(c, &a, 1)?;
+    stocked(c, &b, 2)?;
+    let r = c.get(&format!("/v1/stock?ids={a},{b},batch-missing-x"));
+    expect(&r, 200)?;
+    ensure!(
+        r.body["items"].as_array().map(Vec::len) == Some(2),
+        "{}",
+        r.raw
+    );
+    ensure!(
+        r.body["not_found"] == json!(["batch-missing-x"]),
+        "{}",
+        r.raw
+    );
+    let no = c.get(&format!("/v1/stock/{b}/availability?quantity=3"));
+    expect(&no, 200)?;
+    ensure!(no.body["available"] == false && no.u64("available_quantity") == 2);
+    Ok(())
+}
+
+fn adjustments(c: &Client) -> Result<()> {
+    let p = product("adj");
+    stocked(c, &p, 10)?;
+    let path = format!("/v1/stock/{p}/adjustments");
+    let r = c.post(
+        &path,
+        As::Admin,
+        json!({"adjustment": 5, "reason": "RESTOCK"}),
+    );
+    expect(&r, 200)?;
+    ensure!(r.u64("on_hand") == 15);
+    let r = c.post(
+        &path,
+        As::Admin,
+        json!({"adjustment": -2, "reason": "DAMAGE"}),
+    );
+    ensure!(r.u64("on_hand") == 13, "{}", r.raw);
+    let r = c.post(
+        &path,
+        As::Admin,
+        json!({"adjustment": -20, "reason": "LOSS"}),
+    );
+    expect_problem(&r, 409, "insufficient_stock")?;
+    let r = c.post(
+        &path,
+        As::Admin,
+        json!({"adjustment": 1, "reason": "DAMAGE"}),
+    );
+    expect_problem(&r, 400, "reason_mismatch")?;
+    let r = c.post(&path, As::Admin, json!({"adjustment": 1, "reason": "WHIM"}));
+    expect_problem(&r, 400, "invalid_reason")?;
+    let r = c.post(
+        &path,
+        As::Admin,
+        json!({"adjustment": 0, "reason": "CORRECTION"}),
+    );
+    expect_problem(&r, 400, "invalid_adjustment")?;
+    let ghost = c.post(
+        "/v1/stock/adj-ghost-product/adjustments",
+        As::Admin,
+        json!({"adjustment": 1, "reason": "RESTOCK"}),
+    );
+    expect_problem(&ghost, 404, "product_not_found")
+}
+
+fn history(c: &Client) -> Result<()> {
+    let p = product("hist");
+    stocked(c, &p, 10)?;
+    for _ in 0..11 {
+        c.post(
+            &format!("/v1/stock/{p}/adjustments"),
+            As::Admin,
+            json!({"adjustment": 1, "reason": "RESTOCK"}),
+        );
+    }
+    let res = c.reserve(json!({"product_id": p, "quantity": 3}));
+    let id = res.body["reservation_id"].as_str().unwrap().to_owned();
+    c.post(
+        &format!("/v1/reservations/{id}/commit"),
+        As::Service,
+        json!({"order_id": "o-h"}),
+    );
+    let mut events: Vec<Value> = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = c.get(&format!("/v1/stock/{p}/history?after={after}&limit=5"));
+        expect(&page, 200)?;
+        let batch = page.body["events"].as_array().cloned().unwrap_or_default();
+        ensure!(batch.len() <= 5);
+        events.extend(batch);
+        match page.body["next_after"].as_u64() {
+            Some(n) => after = n,
+            None => break,
+        }
+    }
+    let types: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+    ensure!(types.len() == 14, "{types:?}");
+    ensure!(types[0] == "StockUpdated" && types[12] == "StockReserved");
+    ensure!(types[13] == "StockCommitted");
+    for e in &events {
+        ensure!(e["specversion"] == "1.0" && e["id"].is_string() && e["source"].is_string());
+        ensure!(e["time"].is_string() && e["subject"] == p.as_str(), "{e}");
+    }
+    ensure!(events[13]["data"]["order_id"] == "o-h");
+    Ok(())
+}
+
+fn alerts(c: &Client) -> Result<()> {
+    let (low, out) = (product("al-low"), product("al-out"));
+    expect(
+        &c.put_stock(&low, json!({"quantity": 3, "low_stock_threshold": 5})),
+        200,
+    )?;
+    stocked(c, &out, 0)?;
+    let r = c.call("GET", "/v1/admin/alerts", As::Admin, None, &[]);
+    expect(&r, 200)?;
+    let list = r.body["alerts"].as_array().cloned().unwrap_or_default();
+    let status_of = |id: &str| {
+        list.iter()
+            .find(|a| a["product_id"] == id)
+            .map(|a| a["status"].clone())
+    };
+    ensure!(status_of(&low) == Some(json!("LOW_STOCK")), "{}", r.raw);
+    ensure!(status_of(&out) == Some(json!("OUT_OF_STOCK")), "{}", r.raw);
+    expect_problem(&c.get("/v1/admin/alerts"), 401, "unauthorized")
+}
+
+fn sweep(c: &Client) -> Result<()> {
+    let p = product("sweep");
+    stocked(c, &p, 2)?;
+    let res = c.reserve(json!({"product_id": p, "quantity": 1, "ttl_seconds": 1}));
+    let expires_at = res.u64("expires_at");
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64;
+    std::thread::sleep(Duration::from_millis(expires_at.saturating_sub(now) + 200));
+    let r = c.call("POST", "/v1/admin/expire", As::Admin, None, &[]);
+    expect(&r, 200)?;
+    let id = res.body["reservation_id"].clone();
+    ensure!(
+        r.body["expired"]
+            .as_array()
+            .is_some_and(|l| l.contains(&id)),
+        "{}",
+        r.raw
+    );
+    let h = c.get(&format!("/v1/stock/{p}/history"));
+    ensure!(h.raw.contains("ReservationExpired"), "{}", h.raw);
+    Ok(())
+}
+
+fn idempotency(c: &Client) -> Result<()> {
+    let p = product("idem");
+    stocked(c, &p, 10)?;
+    let key = format!("key-{p}");
+    let body = json!({"product_id": p, "quantity": 3}).to_string();
+    let reserve = |body: &str| {
+        c.call(
+            "POST",
+            "/v1/reservations",
+            As::Service,
+            Some(body),
+            &[("idempotency-key", key.as_str())],
+        )
+    };
+    let first = reserve(&body);
+    expect(&first, 201)?;
+    let again = reserve(&body);
+    ensure!(again.status == 201 || again.status == 200, "{}", again.raw);
+    ensure!(first.body["reservation_id"] == again.body["reservation_id"]);
+    ensure!(c.stock(&p).u64("reserved_quantity") == 3);
+    let other = reserve(&json!({"product_id": p, "quantity": 4}).to_string());
+    expect_problem(&other, 422, "idempotency_key_reused")?;
+    let id = first.body["reservation_id"].as_str().unwrap().to_owned();
+    for _ in 0..2 {
+        let r = c.call(
+            "POST",
+            &format!("/v1/reservations/{id}/commit"),
+            As::Service,
+            Some(r#"{"order_id":"o-idem"}"#),
+            &[("idempotency-key", "commit-1")],
+        );
+        expect(&r, 200)?;
+    }
+    ensure!(c.stock(&p).u64("on_hand") == 7);
+    let adj = |n: i64| {
+        c.call(
+            "POST",
+            &format!("/v1/stock/{p}/adjustments"),
+            As::Admin,
+            Some(&json!({"adjustment": n, "reason": "RESTOCK"}).to_string()),
+            &[("idempotency-key", "adj-1")],
+        )
+    };
+    expect(&adj(5), 200)?;
+    expect(&adj(5), 200)?;
+    ensure!(c.stock(&p).u64("on_hand") == 12);
+    expect_problem(&adj(6), 422, "idempotency_key_reused")
+}
+
+fn bad_bodies(c: &Client) -> Result<()> {
+    let p = product("bad");
+    stocked(c, &p, 1)?;
+    let send = |path: &str, who: As, body: &str| c.call("POST", path, who, Some(body), &[]);
+    expect_problem(
+        &send("/v1/reservations", As::Service, "{not json"),
+        400,
+        "malformed_json",
+    )?;
+    expect_problem(
+        &send(
+            "/v1/reservations",
+            As::Service,
+            &json!({"product_id": p, "quantity": 1, "colour": "red"}).to_string(),
+        ),
+        400,
+        "invalid_body",
+    )?;
+    expect_problem(
+        &send("/v1/reservations", As::Service, r#"{"quantity": 1}"#),
+        400,
+        "invalid_body",
+    )?;
+    expect_problem(
+        &c.call("PUT", &format!("/v1/stock/{p}"), As::Admin, Some("[]"), &[]),
+        400,
+        "invalid_body",
+    )?;
+    ensure!(c.stock(&p).u64("on_hand") == 1, "nothing changed");
+    Ok(())
+}
+
+fn bad_ids_and_quantities(c: &Client) -> Result<()> {
+    let p = product("badq");
+    stocked(c, &p, 1)?;
+    let long = "x".repeat(129);
+    expect_problem(&c.stock(&long), 400, "invalid_product_id")?;
+    expect_problem(&c.stock("bad%20id"), 400, "invalid_product_id")?;
+    expect_problem(
+        &c.put_stock(&long, json!({"quantity": 1})),
+        400,
+        "invalid_product_id",
+    )?;
+    for q in [json!(0), json!(-1), json!(1_000_000_000_001u64), json!(1.5)] {
+        let r = c.reserve(json!({"product_id": p, "quantity": q}));
+        expect_problem(&r, 400, "invalid_quantity")?;
+    }
+    expect_problem(
+        &c.put_stock(&p, json!({"quantity": -3})),
+        400,
+        "invalid_quantity",
+    )?;
+    expect_problem(
+        &c.get(&format!("/v1/stock/{p}/availability?quantity=0")),
+        400,
+        "invalid_quantity",
+    )?;
+    expect_problem(
+        &c.get(&format!("/v1/stock/{p}/availability")),
+        400,
+        "invalid_quantity",
+    )?;
+    expect_problem(
+        &c.get(&format!("/v1/stock/{p}/history?limit=many")),
+        400,
+        "invalid_query",
+    )?;
+    expect_problem(
+        &c.reserve(json!({"product_id": p, "quantity": 1, "ttl_seconds": 0})),
+        400,
+        "invalid_ttl",
+    )?;
+    ensure!(c.stock(&p).u64("reserved_quantity") == 0, "nothing changed");
+    Ok(())
+}
+
+fn oversized(c: &Client) -> Result<()> {
+    let p = product("big");
+    let padding = "x".repeat(70 * 1024);
+    let body = format!(r#"{{"quantity": 1, "pad": "{padding}"}}"#);
+    let r = c.call(
+        "PUT",
+        &format!("/v1/stock/{p}"),
+        As::Admin,
+        Some(&body),
+        &[],
+    );
+    expect_problem(&r, 413, "payload_too_large")?;
+    expect_problem(&c.stock(&p), 404, "product_not_found")
+}
+
+fn tokens(c: &Client) -> Result<()> {
+    let p = product("auth");
+    let body = json!({"quantity": 5}).to_string();
+    let path = format!("/v1/stock/{p}");
+    let r = c.call("PUT", &path, As::Anonymous, Some(&body), &[]);
+    expect_problem(&r, 401, "unauthorized")?;
+    ensure!(
+        r.header("www-authenticate")
+            .is_some_and(|h| h.starts_with("Bearer"))
+    );
+    let r = c.call("PUT", &path, As::Token("wrong"), Some(&body), &[]);
+    expect_problem(&r, 403, "forbidden")?;
+    // The service token does not open admin routes, nor the admin token service routes.
+    let r = c.call("PUT", &path, As::Service, Some(&body), &[]);
+    expect_problem(&r, 403, "forbidden")?;
+    stocked(c, &p, 5)?;
+    let r = c.post(
+        "/v1/reservations",
+        As::Admin,
+        json!({"product_id": p, "quantity": 1}),
+    );
+    expect_problem(&r, 403, "forbidden")?;
+    let r = c.post(
+        "/v1/reservations",
+        As::Anonymous,
+        json!({"product_id": p, "quantity": 1}),
+    );
+    expect_problem(&r, 401, "unauthorized")?;
+    ensure!(
+        !r.raw.contains(crate::client::SERVICE_TOKEN)
+            && !r.raw.contains(crate::client::ADMIN_TOKEN)
+    );
+    ensure!(c.stock(&p).u64("reserved_quantity") == 0);
+    Ok(())
+}
+
+fn not_found_and_methods(c: &Client) -> Result<()> {
+    expect_problem(&c.get("/v1/nothing-here"), 404, "not_found")?;
+    expect_problem(&c.get("/"), 404, "not_found")?;
+    expect_problem(&c.stock("no-such-product-e2e"), 404, "product_not_found")?;
+    expect_problem(
+        &c.get("/v1/reservations/00000000-0000-4000-8000-000000000000"),
+        404,
+        "reservation_not_found",
+    )?;
+    let r = c.call("DELETE", "/v1/stock/whatever", As::Admin, None, &[]);
+    expect_problem(&r, 405, "method_not_allowed")?;
+    ensure!(r.header("allow").is_some(), "{:?}", r.headers);
+    let r = c.call("GET", "/v1/reservations", As::Service, None, &[]);
+    expect_problem(&r, 405, "method_not_allowed")
+}
+
+fn conflicts_and_gone(c: &Client) -> Result<()> {
+    let p = product("conf");
+    stocked(c, &p, 4)?;
+    let r = c.reserve(json!({"product_id": p, "quantity": 5}));
+    expect_problem(&r, 409, "insufficient_stock")?;
+    ensure!(r.u64("available_quantity") == 4);
+    let res = c.reserve(json!({"product_id": p, "quantity": 2}));
+    let id = res.body["reservation_id"].as_str().unwrap().to_owned();
+    expect_problem(
+        &c.put_stock(&p, json!({"quantity": 1})),
+        409,
+        "below_reserved",
+    )?;
+    let commit = |order: &str| {
+        c.post(
+            &format!("/v1/reservations/{id}/commit"),
+            As::Service,
+            json!({ "order_id": order }),
+        )
+    };
+    expect(&commit("o-1"), 200)?;
+    expect_problem(&commit("o-2"), 409, "order_mismatch")?;
+    let release = c.call(
+        "POST",
+        &format!("/v1/reservations/{id}/release"),
+        As::Service,
+        None,
+        &[],
+    );
+    expect_problem(&release, 409, "reservation_committed")
+}
+
+fn concurrency(c: &Client) -> Result<()> {
+    let p = product("flash");
+    stocked(c, &p, 500)?;
+    let granted = AtomicU64::new(0);
+    let refused = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..64 {
+            s.spawn(|| {
+                let client = Client::new(c.base());
+                loop {
+                    let r = client.reserve(json!({"product_id": p, "quantity": 1}));
+                    match r.status {
+                        201 => {
+                            granted.fetch_add(1, Ordering::SeqCst);
+                        }
+                        409 => {
+                            refused.fetch_add(1, Ordering::SeqCst);
+                            return;
+                        }
+                        503 => continue,
+                        other => panic!("unexpected {other}: {}", r.raw),
+                    }
+                }
+            });
+        }
+    });
+    let granted = granted.into_inner();
+    ensure!(
+        granted == 500,
+        "{granted} reservations granted for 500 units"
+    );
+    let s = c.stock(&p);
+    ensure!(
+        s.u64("available_quantity") == 0 && s.u64("reserved_quantity") == 500,
+        "{}",
+        s.raw
+    );
+    Ok(())
+}
