@@ -16,7 +16,6 @@
 //! exact only once the key exists (the tests seed it first).
 
 use spin_sdk::http::{IntoResponse, Request, Response};
-use spin_sdk::http_component;
 use spin_sdk::wit::wasi::keyvalue::{atomics, store};
 
 /// The key incremented by every request.
@@ -24,8 +23,9 @@ const KEY: &str = "bench/counter";
 /// Bound on CAS attempts before giving up with a 503.
 const MAX_ATTEMPTS: u32 = 100;
 
-#[http_component]
-fn handle(_req: Request) -> anyhow::Result<impl IntoResponse> {
+// The export only exists for wasm, so the workspace also builds and links natively.
+#[cfg_attr(target_arch = "wasm32", spin_sdk::http_component)]
+pub fn handle(_req: Request) -> anyhow::Result<impl IntoResponse> {
     let bucket = store::open("default").map_err(|e| anyhow::anyhow!("open: {e:?}"))?;
     let mut cas = atomics::Cas::new(&bucket, KEY).map_err(|e| anyhow::anyhow!("cas new: {e:?}"))?;
     for _ in 0..MAX_ATTEMPTS {
