@@ -64,6 +64,26 @@ pub trait Record: Serialize + DeserializeOwned + Clone {
     fn touch(&mut self, now: u64);
 }
 
+/// Implements [`Record`] for a record with `ops`, `version` and `updated_at` fields.
+macro_rules! versioned_record {
+    ($record:ty, $ring:expr) => {
+        impl $crate::storage::Record for $record {
+            const RING: usize = $ring;
+            fn ops(&self) -> &std::collections::VecDeque<String> {
+                &self.ops
+            }
+            fn ops_mut(&mut self) -> &mut std::collections::VecDeque<String> {
+                &mut self.ops
+            }
+            fn touch(&mut self, now: u64) {
+                self.version += 1;
+                self.updated_at = now;
+            }
+        }
+    };
+}
+pub(crate) use versioned_record;
+
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error("the store stayed contended through every retry")]

@@ -36,6 +36,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use super::StockService;
+use super::stock::read_errors;
 use crate::models::{HistoryEntry, ProductId, ProductRecord};
 use crate::ports::{Clock, IdGenerator, KeyValueStore};
 use crate::storage::{EngineError, keys};
@@ -131,11 +132,7 @@ pub enum FeedError {
     Unknown(#[from] anyhow::Error),
 }
 
-impl From<EngineError> for FeedError {
-    fn from(e: EngineError) -> Self {
-        Self::Unknown(e.into())
-    }
-}
+read_errors!(FeedError);
 
 /// One product's history, read forward from the first entry that may follow the cursor.
 struct Stream {

@@ -45,9 +45,9 @@ use crate::models::{
     QuantityError, ReservationId, ReservationView, WarehouseId,
 };
 use crate::ports::{Clock, IdGenerator, KeyValueStore};
-use crate::storage::{self, Decision, EngineError, Outcome, Record, keys};
+use crate::storage::{self, Decision, EngineError, Outcome, keys, versioned_record};
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 /// One CloudEvent from the cart or order service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,20 +143,8 @@ pub enum IngestError {
 
 engine_errors!(IngestError);
 
-impl Record for CartRecord {
-    /// Carts see few writes, and rarely concurrent ones.
-    const RING: usize = 32;
-    fn ops(&self) -> &VecDeque<String> {
-        &self.ops
-    }
-    fn ops_mut(&mut self) -> &mut VecDeque<String> {
-        &mut self.ops
-    }
-    fn touch(&mut self, now: u64) {
-        self.version += 1;
-        self.updated_at = now;
-    }
-}
+// Carts see few writes, and rarely concurrent ones.
+versioned_record!(CartRecord, 32);
 
 /// Everything derived from an event's identity.
 struct EventKeys {

@@ -10,8 +10,6 @@ mod ingest;
 mod reservations;
 mod stock;
 
-use std::collections::VecDeque;
-
 pub use feed::{FEED_SETTLE_MS, FeedCursor, FeedError, FeedPage, InvalidCursor};
 pub use ingest::{InboundEvent, InboundKind, IngestError, IngestOutcome};
 pub use reservations::{
@@ -29,7 +27,9 @@ use crate::models::{
     ReservationState, StockStatus, WarehouseId,
 };
 use crate::ports::{Clock, IdGenerator, KeyValueStore};
-use crate::storage::{self, Decision, Engine, EngineError, Outcome, Record, RetryPolicy, keys};
+use crate::storage::{
+    self, Decision, Engine, EngineError, Outcome, RetryPolicy, keys, versioned_record,
+};
 
 /// Tunables, read by the adapters from configuration.
 #[derive(Debug, Clone)]
@@ -54,33 +54,8 @@ impl Default for Config {
     }
 }
 
-impl Record for ProductRecord {
-    const RING: usize = 64;
-    fn ops(&self) -> &VecDeque<String> {
-        &self.ops
-    }
-    fn ops_mut(&mut self) -> &mut VecDeque<String> {
-        &mut self.ops
-    }
-    fn touch(&mut self, now: u64) {
-        self.version += 1;
-        self.updated_at = now;
-    }
-}
-
-impl Record for ReservationRecord {
-    const RING: usize = 16;
-    fn ops(&self) -> &VecDeque<String> {
-        &self.ops
-    }
-    fn ops_mut(&mut self) -> &mut VecDeque<String> {
-        &mut self.ops
-    }
-    fn touch(&mut self, now: u64) {
-        self.version += 1;
-        self.updated_at = now;
-    }
-}
+versioned_record!(ProductRecord, 64);
+versioned_record!(ReservationRecord, 16);
 
 /// A history entry before it gets its sequence number, time and levels.
 #[derive(Debug, Clone)]

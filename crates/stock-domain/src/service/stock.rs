@@ -27,6 +27,18 @@ macro_rules! engine_errors {
 }
 pub(crate) use engine_errors;
 
+/// Maps the storage engine's failures for read-only operations, which never contend.
+macro_rules! read_errors {
+    ($($error:ty),+ $(,)?) => {$(
+        impl From<EngineError> for $error {
+            fn from(e: EngineError) -> Self {
+                Self::Unknown(e.into())
+            }
+        }
+    )+};
+}
+pub(crate) use read_errors;
+
 /// `PUT /v1/stock/{id}`: set a warehouse's on-hand count (receipts, stock counts) and
 /// optionally its low-stock threshold. Creates the product and the warehouse.
 #[derive(Debug, Clone)]
@@ -198,26 +210,12 @@ pub enum AlertsError {
 
 engine_errors!(UpdateStockError, AdjustStockError);
 
-impl From<EngineError> for CheckAvailabilityError {
-    fn from(e: EngineError) -> Self {
-        Self::Unknown(e.into())
-    }
-}
-impl From<EngineError> for GetStockError {
-    fn from(e: EngineError) -> Self {
-        Self::Unknown(e.into())
-    }
-}
-impl From<EngineError> for HistoryError {
-    fn from(e: EngineError) -> Self {
-        Self::Unknown(e.into())
-    }
-}
-impl From<EngineError> for AlertsError {
-    fn from(e: EngineError) -> Self {
-        Self::Unknown(e.into())
-    }
-}
+read_errors!(
+    CheckAvailabilityError,
+    GetStockError,
+    HistoryError,
+    AlertsError
+);
 
 /// A stored answer to an idempotent stock request.
 #[derive(Serialize, Deserialize)]
