@@ -705,6 +705,64 @@ fn crossing_the_threshold_and_zero_appends_alert_entries() {
 }
 
 #[test]
+fn the_service_hands_over_each_alert_entry_its_writes_appended_once() {
+    let w = World::new();
+    let svc = w.svc();
+    let mut cmd = update("p", 10);
+    cmd.low_stock_threshold = Some(StockLevel::new(3).unwrap());
+    svc.update_stock(cmd).unwrap();
+    assert!(svc.take_alerts().is_empty());
+    svc.reserve(reserve(&[("p", 7)])).unwrap();
+    svc.reserve(reserve(&[("p", 3)])).unwrap();
+    let alerts = svc.take_alerts();
+    let history = svc.history(&pid("p"), 0, 100).unwrap().entries;
+    let expected: Vec<HistoryEntry> = history.into_iter().filter(|e| e.kind.is_alert()).collect();
+    assert_eq!(alerts, expected);
+    assert_eq!(
+        alerts.iter().map(|e| e.kind).collect::<Vec<_>>(),
+        [EventKind::LowStockAlert, EventKind::OutOfStock]
+    );
+    assert!(svc.take_alerts().is_empty(), "drained");
+}
+
+#[test]
+fn alerts_of_writes_that_did_not_land_or_landed_unseen_are_handed_over_once() {
+    for seed in 0..20 {
+        let w = World::new();
+        let mut cmd = update("p", 4);
+        cmd.low_stock_threshold = Some(StockLevel::new(3).unwrap());
+        w.svc().update_stock(cmd).unwrap();
+        // Lost races, false failures and false successes: whatever the attempts, the
+        // one write that landed is the one whose alert is handed over.
+        let svc = w.svc_with(FaultPlan {
+            seed,
+            conflict: 0.3,
+            false_failure: 0.3,
+            false_success: 0.2,
+            ..Default::default()
+        });
+        loop {
+            match svc.reserve(reserve(&[("p", 2)])) {
+                Ok(_) => break,
+                Err(ReserveError::Busy) => continue,
+                Err(e) => panic!("seed {seed}: unexpected {e}"),
+            }
+        }
+        let alerts = svc.take_alerts();
+        let expected: Vec<HistoryEntry> = w
+            .svc()
+            .history(&pid("p"), 0, 100)
+            .unwrap()
+            .entries
+            .into_iter()
+            .filter(|e| e.kind.is_alert())
+            .collect();
+        assert_eq!(expected.len(), 1, "seed {seed}: {expected:?}");
+        assert_eq!(alerts, expected, "seed {seed}");
+    }
+}
+
+#[test]
 fn alerts_list_low_and_out_of_stock_products_and_follow_expiries() {
     let w = World::new();
     let mut cmd = update("low", 10);

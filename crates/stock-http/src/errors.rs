@@ -4,8 +4,9 @@
 
 use stock_domain::models::MAX_UNITS;
 use stock_domain::service::{
-    AdjustStockError, AlertsError, CheckAvailabilityError, CommitError, ExpireError,
-    GetReservationError, GetStockError, HistoryError, ReleaseError, ReserveError, UpdateStockError,
+    AdjustStockError, AlertsError, CheckAvailabilityError, CommitError, ExpireError, FeedError,
+    GetReservationError, GetStockError, HistoryError, IngestError, ReleaseError, ReserveError,
+    UpdateStockError,
 };
 
 use crate::problem::{Code, Problem};
@@ -206,6 +207,56 @@ impl From<ExpireError> for Problem {
     }
 }
 
+impl From<FeedError> for Problem {
+    fn from(e: FeedError) -> Self {
+        match e {
+            FeedError::Unknown(e) => internal("event feed", &e),
+        }
+    }
+}
+
+impl From<IngestError> for Problem {
+    fn from(e: IngestError) -> Self {
+        match e {
+            IngestError::MissingEventId => Problem::new(Code::InvalidEvent, e.to_string()),
+            IngestError::InvalidQuantity(ref q) => {
+                Problem::new(Code::InvalidQuantity, format!("data.{q}"))
+            }
+            IngestError::ProductNotFound(id) => product_not_found(&id),
+            IngestError::InsufficientStock {
+                ref product_id,
+                requested,
+                available,
+            } => {
+                let product_id = product_id.to_string();
+                Problem::new(Code::InsufficientStock, e.to_string())
+                    .with("product_id", product_id)
+                    .with("requested_quantity", requested)
+                    .with("available_quantity", available)
+            }
+            IngestError::CartNotFound(ref id) => {
+                let id = id.to_string();
+                Problem::new(Code::CartNotFound, e.to_string()).with("cart_id", id)
+            }
+            IngestError::CartClosed {
+                ref cart_id,
+                ref order_id,
+            } => {
+                let (cart_id, order_id) = (cart_id.to_string(), order_id.to_string());
+                Problem::new(Code::CartClosed, e.to_string())
+                    .with("cart_id", cart_id)
+                    .with("order_id", order_id)
+            }
+            IngestError::EventIdReused(_) => Problem::new(
+                Code::EventIdReused,
+                "an event with this source and id was already received with a different content",
+            ),
+            IngestError::Busy => busy(),
+            IngestError::Unknown(e) => internal("ingest event", &e),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use stock_domain::models::{OrderId, ProductId, ReservationId};
@@ -377,10 +428,81 @@ mod tests {
     }
 
     #[test]
+    fn every_ingest_error_has_its_code_and_status() {
+        use stock_domain::models::{CartId, QuantityError};
+        let cart = || CartId::parse("c-1").unwrap();
+        let cases = [
+            (IngestError::MissingEventId, Code::InvalidEvent, 400),
+            (
+                IngestError::InvalidQuantity(QuantityError::Zero),
+                Code::InvalidQuantity,
+                400,
+            ),
+            (
+                IngestError::ProductNotFound(sku()),
+                Code::ProductNotFound,
+                404,
+            ),
+            (
+                IngestError::InsufficientStock {
+                    product_id: sku(),
+                    requested: 3,
+                    available: 1,
+                },
+                Code::InsufficientStock,
+                409,
+            ),
+            (IngestError::CartNotFound(cart()), Code::CartNotFound, 404),
+            (
+                IngestError::CartClosed {
+                    cart_id: cart(),
+                    order_id: OrderId::parse("o-1").unwrap(),
+                },
+                Code::CartClosed,
+                409,
+            ),
+            (
+                IngestError::EventIdReused("ce:5:/cart:e-1".to_owned()),
+                Code::EventIdReused,
+                409,
+            ),
+            (IngestError::Busy, Code::ServiceBusy, 503),
+            (
+                IngestError::Unknown(anyhow::anyhow!("kv down")),
+                Code::InternalError,
+                500,
+            ),
+        ];
+        for (error, code, status) in cases {
+            let p = Problem::from(error);
+            assert_eq!(p.code(), code);
+            assert_eq!(p.code().status().as_u16(), status);
+        }
+    }
+
+    #[test]
+    fn an_ingest_shortage_and_a_closed_cart_name_what_is_at_stake() {
+        let p = Problem::from(IngestError::InsufficientStock {
+            product_id: sku(),
+            requested: 3,
+            available: 1,
+        });
+        assert_eq!(p.extension("available_quantity"), Some(&1.into()));
+        let p = Problem::from(IngestError::CartClosed {
+            cart_id: stock_domain::models::CartId::parse("c-1").unwrap(),
+            order_id: OrderId::parse("o-1").unwrap(),
+        });
+        assert_eq!(p.extension("order_id"), Some(&"o-1".into()));
+        assert_eq!(p.extension("cart_id"), Some(&"c-1".into()));
+    }
+
+    #[test]
     fn an_unexpected_failure_is_a_generic_internal_error() {
         let p = Problem::from(GetStockError::Unknown(anyhow::anyhow!(
             "secret backend detail"
         )));
+        assert_eq!(p, Problem::internal());
+        let p = Problem::from(FeedError::Unknown(anyhow::anyhow!("secret backend detail")));
         assert_eq!(p, Problem::internal());
         let p = Problem::from(ExpireError::Busy);
         assert_eq!(p.code(), Code::ServiceBusy);

@@ -5,23 +5,27 @@
 //! - [`ops`]: one function per operation of SPEC §3;
 //! - [`problem`]: RFC 9457 errors with stable codes;
 //! - [`auth`]: bearer tokens, compared in constant time;
-//! - [`request`] / [`wire`]: parsing into domain values and the JSON wire contract.
+//! - [`request`] / [`wire`]: parsing into domain values and the JSON wire contract;
+//! - [`inbound`]: the CloudEvents consumed from the cart and order services;
+//! - [`webhook`]: the admin webhook's alert notifications.
 
 pub mod auth;
 mod errors;
+pub mod inbound;
 pub mod ops;
 pub mod problem;
 pub mod request;
 mod response;
+pub mod webhook;
 pub mod wire;
 
 use http::{Method, Request, Response};
 
 pub use auth::Token;
 pub use ops::{
-    adjust_stock, check_availability, commit_reservation, expire_reservations, get_reservation,
-    get_stock, get_stock_batch, release_reservation, reserve_stock, stock_alerts, stock_history,
-    update_stock,
+    adjust_stock, check_availability, commit_reservation, events_feed, expire_reservations,
+    get_reservation, get_stock, get_stock_batch, ingest_event, release_reservation, reserve_stock,
+    stock_alerts, stock_history, update_stock,
 };
 pub use problem::{Code, Problem};
 

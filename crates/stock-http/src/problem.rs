@@ -22,6 +22,7 @@ pub enum Code {
     InvalidWarehouseId,
     InvalidReservationId,
     InvalidOrderId,
+    InvalidCartId,
     InvalidQuantity,
     InvalidThreshold,
     InvalidAdjustment,
@@ -33,12 +34,16 @@ pub enum Code {
     NoLines,
     TooManyLines,
     DuplicateLine,
+    InvalidCursor,
+    InvalidEvent,
+    UnknownEventType,
     PayloadTooLarge,
     UnsupportedMediaType,
     MethodNotAllowed,
     NotFound,
     ProductNotFound,
     ReservationNotFound,
+    CartNotFound,
     InsufficientStock,
     BelowReserved,
     OnHandLimit,
@@ -47,6 +52,8 @@ pub enum Code {
     ReservationCommitted,
     ReservationRejected,
     OrderMismatch,
+    CartClosed,
+    EventIdReused,
     IdempotencyKeyReused,
     Unauthorized,
     Forbidden,
@@ -55,13 +62,14 @@ pub enum Code {
 }
 
 impl Code {
-    pub const ALL: [Self; 36] = [
+    pub const ALL: [Self; 43] = [
         Self::MalformedJson,
         Self::InvalidBody,
         Self::InvalidProductId,
         Self::InvalidWarehouseId,
         Self::InvalidReservationId,
         Self::InvalidOrderId,
+        Self::InvalidCartId,
         Self::InvalidQuantity,
         Self::InvalidThreshold,
         Self::InvalidAdjustment,
@@ -73,12 +81,16 @@ impl Code {
         Self::NoLines,
         Self::TooManyLines,
         Self::DuplicateLine,
+        Self::InvalidCursor,
+        Self::InvalidEvent,
+        Self::UnknownEventType,
         Self::PayloadTooLarge,
         Self::UnsupportedMediaType,
         Self::MethodNotAllowed,
         Self::NotFound,
         Self::ProductNotFound,
         Self::ReservationNotFound,
+        Self::CartNotFound,
         Self::InsufficientStock,
         Self::BelowReserved,
         Self::OnHandLimit,
@@ -87,6 +99,8 @@ impl Code {
         Self::ReservationCommitted,
         Self::ReservationRejected,
         Self::OrderMismatch,
+        Self::CartClosed,
+        Self::EventIdReused,
         Self::IdempotencyKeyReused,
         Self::Unauthorized,
         Self::Forbidden,
@@ -103,6 +117,7 @@ impl Code {
             Self::InvalidWarehouseId => "invalid_warehouse_id",
             Self::InvalidReservationId => "invalid_reservation_id",
             Self::InvalidOrderId => "invalid_order_id",
+            Self::InvalidCartId => "invalid_cart_id",
             Self::InvalidQuantity => "invalid_quantity",
             Self::InvalidThreshold => "invalid_threshold",
             Self::InvalidAdjustment => "invalid_adjustment",
@@ -114,12 +129,16 @@ impl Code {
             Self::NoLines => "no_lines",
             Self::TooManyLines => "too_many_lines",
             Self::DuplicateLine => "duplicate_line",
+            Self::InvalidCursor => "invalid_cursor",
+            Self::InvalidEvent => "invalid_event",
+            Self::UnknownEventType => "unknown_event_type",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::NotFound => "not_found",
             Self::ProductNotFound => "product_not_found",
             Self::ReservationNotFound => "reservation_not_found",
+            Self::CartNotFound => "cart_not_found",
             Self::InsufficientStock => "insufficient_stock",
             Self::BelowReserved => "below_reserved",
             Self::OnHandLimit => "on_hand_limit",
@@ -128,6 +147,8 @@ impl Code {
             Self::ReservationCommitted => "reservation_committed",
             Self::ReservationRejected => "reservation_rejected",
             Self::OrderMismatch => "order_mismatch",
+            Self::CartClosed => "cart_closed",
+            Self::EventIdReused => "event_id_reused",
             Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::Unauthorized => "unauthorized",
             Self::Forbidden => "forbidden",
@@ -144,6 +165,7 @@ impl Code {
             | Self::InvalidWarehouseId
             | Self::InvalidReservationId
             | Self::InvalidOrderId
+            | Self::InvalidCartId
             | Self::InvalidQuantity
             | Self::InvalidThreshold
             | Self::InvalidAdjustment
@@ -154,20 +176,26 @@ impl Code {
             | Self::InvalidIdempotencyKey
             | Self::NoLines
             | Self::TooManyLines
-            | Self::DuplicateLine => StatusCode::BAD_REQUEST,
+            | Self::DuplicateLine
+            | Self::InvalidCursor
+            | Self::InvalidEvent
+            | Self::UnknownEventType => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::NotFound | Self::ProductNotFound | Self::ReservationNotFound => {
-                StatusCode::NOT_FOUND
-            }
+            Self::NotFound
+            | Self::ProductNotFound
+            | Self::ReservationNotFound
+            | Self::CartNotFound => StatusCode::NOT_FOUND,
             Self::InsufficientStock
             | Self::BelowReserved
             | Self::OnHandLimit
             | Self::ReservationReleased
             | Self::ReservationCommitted
             | Self::ReservationRejected
-            | Self::OrderMismatch => StatusCode::CONFLICT,
+            | Self::OrderMismatch
+            | Self::CartClosed
+            | Self::EventIdReused => StatusCode::CONFLICT,
             Self::ReservationExpired => StatusCode::GONE,
             Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -186,6 +214,7 @@ impl Code {
             Self::InvalidWarehouseId => "Invalid warehouse id",
             Self::InvalidReservationId => "Invalid reservation id",
             Self::InvalidOrderId => "Invalid order id",
+            Self::InvalidCartId => "Invalid cart id",
             Self::InvalidQuantity => "Invalid quantity",
             Self::InvalidThreshold => "Invalid low-stock threshold",
             Self::InvalidAdjustment => "Invalid adjustment",
@@ -197,12 +226,16 @@ impl Code {
             Self::NoLines => "Reservation without lines",
             Self::TooManyLines => "Too many reservation lines",
             Self::DuplicateLine => "Duplicate reservation line",
+            Self::InvalidCursor => "Invalid feed cursor",
+            Self::InvalidEvent => "Invalid CloudEvent",
+            Self::UnknownEventType => "Unknown event type",
             Self::PayloadTooLarge => "Request body too large",
             Self::UnsupportedMediaType => "Unsupported media type",
             Self::MethodNotAllowed => "Method not allowed",
             Self::NotFound => "No such route",
             Self::ProductNotFound => "Product not found",
             Self::ReservationNotFound => "Reservation not found",
+            Self::CartNotFound => "Cart not found",
             Self::InsufficientStock => "Insufficient stock",
             Self::BelowReserved => "On-hand below reserved units",
             Self::OnHandLimit => "On-hand limit exceeded",
@@ -211,6 +244,8 @@ impl Code {
             Self::ReservationCommitted => "Reservation committed",
             Self::ReservationRejected => "Reservation rejected",
             Self::OrderMismatch => "Reservation committed to another order",
+            Self::CartClosed => "Cart already ordered",
+            Self::EventIdReused => "Event id reused with another content",
             Self::IdempotencyKeyReused => "Idempotency-Key reused",
             Self::Unauthorized => "Authentication required",
             Self::Forbidden => "Forbidden",

@@ -12,7 +12,7 @@ use http::header::CONTENT_TYPE;
 use serde::de::DeserializeOwned;
 use serde_json::Number;
 use stock_domain::models::{
-    Adjustment, IdError, IdempotencyKey, OrderId, ProductId, Quantity, QuantityError,
+    Adjustment, CartId, IdError, IdempotencyKey, OrderId, ProductId, Quantity, QuantityError,
     ReservationId, StockLevel, WarehouseId,
 };
 
@@ -68,6 +68,10 @@ pub fn order_id(raw: &str) -> Result<OrderId, Problem> {
     OrderId::parse(raw).map_err(|e| id_problem(Code::InvalidOrderId, "order_id", e))
 }
 
+pub fn cart_id(raw: &str) -> Result<CartId, Problem> {
+    CartId::parse(raw).map_err(|e| id_problem(Code::InvalidCartId, "cart_id", e))
+}
+
 fn id_problem(code: Code, field: &str, error: IdError) -> Problem {
     Problem::new(code, format!("{field}: {error}"))
 }
@@ -115,6 +119,22 @@ pub fn query_units(raw: &str) -> Option<i128> {
     } else {
         i128::MAX
     }))
+}
+
+/// The `limit` of a paged read: `default` when absent, else a whole number in `1..=max`.
+pub fn page_limit(raw: Option<&String>, default: usize, max: usize) -> Result<usize, Problem> {
+    let Some(raw) = raw else {
+        return Ok(default);
+    };
+    query_units(raw)
+        .and_then(|n| usize::try_from(n).ok())
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| {
+            Problem::new(
+                Code::InvalidQuery,
+                format!("limit must be between 1 and {max}"),
+            )
+        })
 }
 
 /// The `Idempotency-Key` header, if present.
@@ -325,6 +345,7 @@ mod tests {
             Code::InvalidReservationId
         );
         assert_eq!(order_id("o/1").unwrap_err().code(), Code::InvalidOrderId);
+        assert_eq!(cart_id("").unwrap_err().code(), Code::InvalidCartId);
     }
 
     #[test]
@@ -357,6 +378,17 @@ mod tests {
         );
         for junk in ["", "-", "1.5", "1e3", "abc", "+1", " 1"] {
             assert_eq!(query_units(junk), None, "{junk:?}");
+        }
+    }
+
+    #[test]
+    fn a_page_limit_defaults_and_stays_within_its_bounds() {
+        assert_eq!(page_limit(None, 100, 500).unwrap(), 100);
+        assert_eq!(page_limit(Some(&"1".to_owned()), 100, 500).unwrap(), 1);
+        assert_eq!(page_limit(Some(&"500".to_owned()), 100, 500).unwrap(), 500);
+        for bad in ["0", "501", "-1", "many", "", "99999999999999999999999"] {
+            let err = page_limit(Some(&bad.to_owned()), 100, 500).unwrap_err();
+            assert_eq!(err.code(), Code::InvalidQuery, "{bad:?}");
         }
     }
 

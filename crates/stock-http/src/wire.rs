@@ -13,6 +13,7 @@ use stock_domain::models::{
     Allocation, HistoryEntry, Levels, OrderId, ProductId, ReservationId, ReservationLine,
     ReservationStatus, ReservationView, WarehouseId,
 };
+use stock_domain::service::{FeedCursor, IngestOutcome};
 
 /// `PUT /v1/stock/{product_id}`.
 #[derive(Debug, Deserialize)]
@@ -140,6 +141,49 @@ pub struct HistoryBody {
     pub product_id: ProductId,
     pub events: Vec<CloudEvent>,
     pub next_after: Option<u64>,
+}
+
+/// `GET /v1/events`: the global feed. `next_after` is the cursor to pass as `after` next
+/// time (the same one when nothing was new, `null` only before anything was ever served).
+#[derive(Debug, Serialize)]
+pub struct FeedBody {
+    pub events: Vec<CloudEvent>,
+    pub next_after: Option<FeedCursor>,
+}
+
+/// `POST /v1/events`: the event as received and what applying it did, as the
+/// reservations concerned look now. `duplicate` is a redelivery of an event already
+/// applied (its lists then hold only what finishing it still did).
+#[derive(Debug, Serialize)]
+pub struct IngestBody {
+    pub id: String,
+    pub source: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub duplicate: bool,
+    pub reserved: Vec<ReservationBody>,
+    pub released: Vec<ReservationBody>,
+    pub committed: Vec<ReservationBody>,
+    /// Holds of an ordered cart that had lapsed or been released before the commit.
+    pub uncommitted: Vec<ReservationBody>,
+}
+
+impl IngestBody {
+    pub fn new(id: String, source: String, kind: String, outcome: IngestOutcome) -> Self {
+        let bodies = |views: Vec<ReservationView>| -> Vec<ReservationBody> {
+            views.into_iter().map(ReservationBody::new).collect()
+        };
+        Self {
+            id,
+            source,
+            kind,
+            duplicate: outcome.duplicate,
+            reserved: bodies(outcome.reserved),
+            released: bodies(outcome.released),
+            committed: bodies(outcome.committed),
+            uncommitted: bodies(outcome.uncommitted),
+        }
+    }
 }
 
 /// A history entry as a CloudEvents 1.0 JSON event. `type` is the seed's event name

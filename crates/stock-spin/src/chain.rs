@@ -8,6 +8,18 @@ use http::{Request, Response};
 use stock_http::Problem;
 use stock_http::request::IDEMPOTENCY_KEY;
 
+/// The headers operations read: the token, the idempotency key, the media type, and
+/// the attributes of a binary-mode CloudEvent (`ce-*`).
+fn forwarded(name: &str) -> bool {
+    [
+        AUTHORIZATION.as_str(),
+        IDEMPOTENCY_KEY,
+        CONTENT_TYPE.as_str(),
+    ]
+    .contains(&name)
+        || name.starts_with("ce-")
+}
+
 /// Sends `req` (method, path and query, body, and the headers the operation reads) to
 /// `component` and returns its response unchanged.
 pub async fn forward(req: Request<Vec<u8>>, component: &str) -> Response<Vec<u8>> {
@@ -25,12 +37,8 @@ async fn try_forward(req: Request<Vec<u8>>, component: &str) -> anyhow::Result<R
     let mut outbound = Request::builder()
         .method(req.method())
         .uri(format!("http://{component}.spin.internal{path}"));
-    for name in [
-        AUTHORIZATION.as_str(),
-        IDEMPOTENCY_KEY,
-        CONTENT_TYPE.as_str(),
-    ] {
-        for value in req.headers().get_all(name) {
+    for (name, value) in req.headers() {
+        if forwarded(name.as_str()) {
             outbound = outbound.header(name, value);
         }
     }
@@ -41,4 +49,26 @@ async fn try_forward(req: Request<Vec<u8>>, component: &str) -> anyhow::Result<R
         response = response.header(name, value.as_bytes());
     }
     Ok(response.body(answer.into_body())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_headers_operations_read_are_forwarded_and_no_others() {
+        for name in [
+            "authorization",
+            "idempotency-key",
+            "content-type",
+            "ce-id",
+            "ce-specversion",
+            "ce-traceparent",
+        ] {
+            assert!(forwarded(name), "{name}");
+        }
+        for name in ["host", "cookie", "x-forwarded-for", "spin-full-url", "cex"] {
+            assert!(!forwarded(name), "{name}");
+        }
+    }
 }

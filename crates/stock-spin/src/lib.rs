@@ -5,12 +5,14 @@
 //! A component stays a few lines: it dispatches on the method and hands the request to
 //! [`serve`] (open reads) or [`serve_guarded`] (operations behind a token) with the
 //! matching `stock_http` operation, or to [`forward`] for a method another component
-//! implements.
+//! implements. Both `serve`s then hand the alerts the operation's writes raised to the
+//! admin webhook ([`webhook`]), where the component has one configured.
 
 mod chain;
 pub mod config;
 mod kv;
 mod system;
+pub mod webhook;
 
 use anyhow::anyhow;
 use http::{Request, Response};
@@ -33,7 +35,7 @@ pub const STORE: &str = "default";
 pub enum Role {
     /// `admin_token`: stock updates, adjustments, `/v1/admin/*`.
     Admin,
-    /// `service_token`: reservations, release, commit.
+    /// `service_token`: reservations, release, commit, inbound events.
     Service,
 }
 
@@ -67,25 +69,34 @@ pub fn token(role: Role) -> anyhow::Result<Token> {
         .ok_or_else(|| anyhow!("variable {name} is not defined for this component"))
 }
 
-/// Runs an open operation.
+/// Runs an open operation, then notifies the webhook of the alerts it raised.
 pub fn serve(
     req: &Request<Vec<u8>>,
     operation: impl FnOnce(&SpinService, &Request<Vec<u8>>) -> Response<Vec<u8>>,
 ) -> Response<Vec<u8>> {
     match service() {
-        Ok(svc) => operation(&svc, req),
+        Ok(svc) => {
+            let response = operation(&svc, req);
+            webhook::notify(svc.take_alerts());
+            response
+        }
         Err(e) => setup_failed(&e),
     }
 }
 
-/// Runs an operation that checks the bearer token of `role`.
+/// Runs an operation that checks the bearer token of `role`, then notifies the webhook
+/// of the alerts it raised.
 pub fn serve_guarded(
     req: &Request<Vec<u8>>,
     role: Role,
     operation: impl FnOnce(&SpinService, &Request<Vec<u8>>, &Token) -> Response<Vec<u8>>,
 ) -> Response<Vec<u8>> {
     match service().and_then(|svc| Ok((svc, token(role)?))) {
-        Ok((svc, token)) => operation(&svc, req, &token),
+        Ok((svc, token)) => {
+            let response = operation(&svc, req, &token);
+            webhook::notify(svc.take_alerts());
+            response
+        }
         Err(e) => setup_failed(&e),
     }
 }

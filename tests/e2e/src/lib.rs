@@ -5,5 +5,6 @@
 #![cfg(not(target_arch = "wasm32"))]
 
 pub mod client;
+pub mod receiver;
 pub mod suite;
 pub mod targets;

@@ -2,13 +2,21 @@
 //! run in parallel against one shared application and can be re-run against the same
 //! store.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, bail, ensure};
+use cloudevents::{AttributesReader, Data, Event};
 use serde_json::{Value, json};
 
 use crate::client::{As, Client, Reply};
+use crate::receiver::HOOK_PATH;
+use crate::targets;
+
+/// How long the feed holds entries back before serving them (the service's
+/// `FEED_SETTLE_MS`).
+const FEED_SETTLE_MS: u64 = 2_000;
 
 pub type Test = fn(&Client) -> Result<()>;
 
@@ -44,6 +52,17 @@ pub fn all() -> Vec<(&'static str, Test)> {
         ),
         ("conflicts_and_gone", conflicts_and_gone),
         ("sixty_four_clients_never_oversell", concurrency),
+        (
+            "feed_pages_every_entry_once_in_order_under_writes",
+            feed_under_writes,
+        ),
+        (
+            "inbound_events_move_stock_as_their_type_says",
+            inbound_events,
+        ),
+        ("redelivered_events_change_nothing", redelivery),
+        ("bad_events_are_refused_and_change_nothing", bad_events),
+        ("alert_webhook_receives_low_and_out_of_stock", alert_webhook),
     ]
 }
 
@@ -299,8 +318,7 @@ fn history(c: &Client) -> Result<()> {
     ensure!(types[0] == "StockUpdated" && types[12] == "StockReserved");
     ensure!(types[13] == "StockCommitted");
     for e in &events {
-        ensure!(e["specversion"] == "1.0" && e["id"].is_string() && e["source"].is_string());
-        ensure!(e["time"].is_string() && e["subject"] == p.as_str(), "{e}");
+        ensure!(check_cloudevent(e)?.subject() == Some(p.as_str()), "{e}");
     }
     ensure!(events[13]["data"]["order_id"] == "o-h");
     Ok(())
@@ -608,6 +626,549 @@ fn concurrency(c: &Client) -> Result<()> {
         s.u64("available_quantity") == 0 && s.u64("reserved_quantity") == 500,
         "{}",
         s.raw
+    );
+    Ok(())
+}
+
+/// Parses one served event with the CloudEvents SDK and checks every attribute the
+/// service sets; returns the parsed event.
+fn check_cloudevent(json: &Value) -> Result<Event> {
+    let event: Event = serde_json::from_value(json.clone())
+        .with_context(|| format!("not a CloudEvent: {json}"))?;
+    ensure!(event.specversion().as_str() == "1.0", "{json}");
+    let subject = event.subject().context("no subject")?.to_owned();
+    ensure!(event.id().starts_with(&format!("{subject}:")), "{json}");
+    ensure!(
+        *event.source() == format!("/stock-service/products/{subject}"),
+        "{json}"
+    );
+    const TYPES: [&str; 8] = [
+        "StockUpdated",
+        "StockAdjusted",
+        "StockReserved",
+        "StockReleased",
+        "StockCommitted",
+        "ReservationExpired",
+        "LowStockAlert",
+        "OutOfStock",
+    ];
+    ensure!(TYPES.contains(&event.ty()), "{json}");
+    ensure!(
+        event.datacontenttype() == Some("application/json"),
+        "{json}"
+    );
+    let time = event.time().context("no time")?;
+    ensure!(
+        Some(time.timestamp_millis()) == json["data"]["time"].as_i64(),
+        "time and data.time disagree: {json}"
+    );
+    let Some(Data::Json(data)) = event.data() else {
+        bail!("data is not JSON: {json}");
+    };
+    ensure!(data["product_id"] == subject.as_str(), "{json}");
+    Ok(event)
+}
+
+/// Every history event of a product, oldest first.
+fn history_of(c: &Client, p: &str) -> Result<Vec<Value>> {
+    let mut events = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = c.get(&format!("/v1/stock/{p}/history?after={after}&limit=500"));
+        expect(&page, 200)?;
+        events.extend(page.body["events"].as_array().cloned().unwrap_or_default());
+        match page.body["next_after"].as_u64() {
+            Some(n) => after = n,
+            None => return Ok(events),
+        }
+    }
+}
+
+/// One feed page after `cursor`; moves the cursor and returns the events.
+fn feed_page(c: &Client, cursor: &mut Option<String>, limit: usize) -> Result<Vec<Value>> {
+    let path = match cursor {
+        Some(after) => format!("/v1/events?limit={limit}&after={after}"),
+        None => format!("/v1/events?limit={limit}"),
+    };
+    let page = c.get(&path);
+    expect(&page, 200)?;
+    let events = page.body["events"].as_array().cloned().unwrap_or_default();
+    ensure!(events.len() <= limit, "{}", page.raw);
+    match &page.body["next_after"] {
+        Value::String(next) => {
+            ensure!(
+                !events.is_empty() || Some(next) == cursor.as_ref(),
+                "an empty page moved the cursor: {}",
+                page.raw
+            );
+            *cursor = Some(next.clone());
+        }
+        Value::Null => ensure!(cursor.is_none() && events.is_empty(), "{}", page.raw),
+        other => bail!("next_after is {other}"),
+    }
+    Ok(events)
+}
+
+fn feed_under_writes(c: &Client) -> Result<()> {
+    const LIMIT: usize = 7;
+    let (a, b) = (product("feed-a"), product("feed-b"));
+    // The end of the feed as it stands: everything after it is newer than this test.
+    let mut cursor = None;
+    while feed_page(c, &mut cursor, 500)?.len() == 500 {}
+    expect(
+        &c.put_stock(&a, json!({"quantity": 1000, "low_stock_threshold": 995})),
+        200,
+    )?;
+    stocked(c, &b, 1000)?;
+    let stop = AtomicBool::new(false);
+    let writes = AtomicU64::new(0);
+    let mut served: Vec<Value> = Vec::new();
+    std::thread::scope(|s| -> Result<()> {
+        let writer = s.spawn(|| {
+            let client = Client::new(c.base());
+            let mut i = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                i += 1;
+                let p = if i.is_multiple_of(2) { &a } else { &b };
+                let r = client.reserve(json!({"product_id": p, "quantity": 1}));
+                if i.is_multiple_of(3)
+                    && let Some(id) = r.body["reservation_id"].as_str()
+                {
+                    client.call(
+                        "POST",
+                        &format!("/v1/reservations/{id}/release"),
+                        As::Service,
+                        None,
+                        &[],
+                    );
+                }
+                if i.is_multiple_of(5) {
+                    client.post(
+                        &format!("/v1/stock/{p}/adjustments"),
+                        As::Admin,
+                        json!({"adjustment": 1, "reason": "RESTOCK"}),
+                    );
+                }
+                writes.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(3) {
+            served.extend(feed_page(c, &mut cursor, LIMIT)?);
+        }
+        stop.store(true, Ordering::SeqCst);
+        writer.join().expect("the writer thread panicked");
+        // Every write has returned: once the settling horizon has passed them and a
+        // page comes back short, the feed has served them all.
+        let stopped = Instant::now();
+        let settled = Duration::from_millis(FEED_SETTLE_MS + 300);
+        loop {
+            let page = feed_page(c, &mut cursor, LIMIT)?;
+            let short = page.len() < LIMIT;
+            served.extend(page);
+            if short && stopped.elapsed() > settled {
+                return Ok(());
+            }
+            ensure!(
+                stopped.elapsed() < Duration::from_secs(120),
+                "the feed did not catch up"
+            );
+            if short {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    })?;
+    ensure!(
+        writes.load(Ordering::SeqCst) >= 10,
+        "the writer hardly wrote"
+    );
+    let mut ids = BTreeSet::new();
+    let mut last_time = 0;
+    for e in &served {
+        check_cloudevent(e)?;
+        let id = e["id"].as_str().unwrap_or_default().to_owned();
+        ensure!(ids.insert(id), "served twice: {e}");
+        let time = e["data"]["time"].as_u64().unwrap_or_default();
+        ensure!(time >= last_time, "out of order: {e}");
+        last_time = time;
+    }
+    for p in [&a, &b] {
+        let history: Vec<Value> = history_of(c, p)?.iter().map(|e| e["id"].clone()).collect();
+        let fed: Vec<Value> = served
+            .iter()
+            .filter(|e| e["subject"] == p.as_str())
+            .map(|e| e["id"].clone())
+            .collect();
+        ensure!(history.len() > 5, "{p}: {history:?}");
+        ensure!(
+            fed == history,
+            "{p}: the feed served {} entries, the history has {}",
+            fed.len(),
+            history.len()
+        );
+    }
+    Ok(())
+}
+
+/// A structured-mode CloudEvent from the cart service.
+fn cart_event(id: &str, kind: &str, data: Value) -> Value {
+    json!({
+        "specversion": "1.0",
+        "id": id,
+        "source": "/e2e/cart-service",
+        "type": kind,
+        "time": "2026-01-01T12:00:00Z",
+        "datacontenttype": "application/json",
+        "data": data,
+    })
+}
+
+fn post_event(c: &Client, event: &Value) -> Reply {
+    c.call(
+        "POST",
+        "/v1/events",
+        As::Service,
+        Some(&event.to_string()),
+        &[("content-type", "application/cloudevents+json")],
+    )
+}
+
+/// `(available, reserved, on_hand)`.
+fn levels(c: &Client, p: &str) -> (u64, u64, u64) {
+    let s = c.stock(p);
+    (
+        s.u64("available_quantity"),
+        s.u64("reserved_quantity"),
+        s.u64("on_hand"),
+    )
+}
+
+fn inbound_events(c: &Client) -> Result<()> {
+    let p = product("ce-in");
+    let (cart, abandoned, ordered) = (product("cart-a"), product("cart-b"), product("cart-c"));
+    stocked(c, &p, 10)?;
+    let id = |n: &str| format!("{p}-{n}");
+
+    let r = post_event(
+        c,
+        &cart_event(
+            &id("1"),
+            "CartItemAdded",
+            json!({"cart_id": cart, "product_id": p, "quantity": 3}),
+        ),
+    );
+    expect(&r, 200)?;
+    ensure!(r.body["duplicate"] == false && r.body["type"] == "CartItemAdded");
+    ensure!(r.body["reserved"][0]["status"] == "PENDING", "{}", r.raw);
+    ensure!(levels(c, &p) == (7, 3, 10), "{:?}", levels(c, &p));
+
+    let r = post_event(
+        c,
+        &cart_event(
+            &id("2"),
+            "com.example.cart.CartItemUpdated",
+            json!({"cart_id": cart, "product_id": p, "quantity": 5}),
+        ),
+    );
+    expect(&r, 200)?;
+    ensure!(levels(c, &p) == (5, 5, 10), "{:?}", levels(c, &p));
+
+    let r = post_event(
+        c,
+        &cart_event(
+            &id("3"),
+            "CartItemRemoved",
+            json!({"cart_id": cart, "product_id": p}),
+        ),
+    );
+    expect(&r, 200)?;
+    ensure!(levels(c, &p) == (10, 0, 10), "{:?}", levels(c, &p));
+
+    // Binary mode: the attributes as headers, the data as the body (through the
+    // forwarding front component, which passes the `ce-*` headers on).
+    let data = json!({"cart_id": abandoned, "product_id": p, "quantity": 4}).to_string();
+    let r = c.call(
+        "POST",
+        "/v1/events",
+        As::Service,
+        Some(&data),
+        &[
+            ("ce-specversion", "1.0"),
+            ("ce-id", &id("4")),
+            ("ce-source", "%2Fe2e%2Fcart-service"),
+            ("ce-type", "CartItemAdded"),
+        ],
+    );
+    expect(&r, 200)?;
+    ensure!(r.body["source"] == "/e2e/cart-service", "{}", r.raw);
+    ensure!(levels(c, &p) == (6, 4, 10), "{:?}", levels(c, &p));
+
+    let r = post_event(
+        c,
+        &cart_event(&id("5"), "CartAbandoned", json!({"cart_id": abandoned})),
+    );
+    expect(&r, 200)?;
+    ensure!(r.body["released"][0]["status"] == "RELEASED", "{}", r.raw);
+    ensure!(levels(c, &p) == (10, 0, 10), "{:?}", levels(c, &p));
+
+    let r = post_event(
+        c,
+        &cart_event(
+            &id("6"),
+            "CartItemAdded",
+            json!({"cart_id": ordered, "product_id": p, "quantity": 2}),
+        ),
+    );
+    expect(&r, 200)?;
+    let r = post_event(
+        c,
+        &cart_event(
+            &id("7"),
+            "OrderConfirmed",
+            json!({"cart_id": ordered, "order_id": format!("order-{p}")}),
+        ),
+    );
+    expect(&r, 200)?;
+    ensure!(r.body["committed"][0]["status"] == "COMMITTED", "{}", r.raw);
+    let s = c.stock(&p);
+    ensure!(
+        (
+            s.u64("on_hand"),
+            s.u64("reserved_quantity"),
+            s.u64("committed_quantity")
+        ) == (8, 0, 2),
+        "{}",
+        s.raw
+    );
+    let types: Vec<String> = history_of(c, &p)?
+        .iter()
+        .filter_map(|e| e["type"].as_str().map(str::to_owned))
+        .collect();
+    ensure!(
+        types.last().map(String::as_str) == Some("StockCommitted"),
+        "{types:?}"
+    );
+    Ok(())
+}
+
+fn redelivery(c: &Client) -> Result<()> {
+    let p = product("ce-dup");
+    stocked(c, &p, 10)?;
+    let event = cart_event(
+        &format!("{p}-1"),
+        "CartItemAdded",
+        json!({"cart_id": product("cart-dup"), "product_id": p, "quantity": 3}),
+    );
+    expect(&post_event(c, &event), 200)?;
+    let history = history_of(c, &p)?.len();
+    for _ in 0..2 {
+        let r = post_event(c, &event);
+        expect(&r, 200)?;
+        ensure!(r.body["duplicate"] == true, "{}", r.raw);
+    }
+    // The same event in binary mode is the same event.
+    let r = c.call(
+        "POST",
+        "/v1/events",
+        As::Service,
+        Some(&event["data"].to_string()),
+        &[
+            ("ce-specversion", "1.0"),
+            ("ce-id", event["id"].as_str().unwrap_or_default()),
+            ("ce-source", "/e2e/cart-service"),
+            ("ce-type", "CartItemAdded"),
+        ],
+    );
+    expect(&r, 200)?;
+    ensure!(r.body["duplicate"] == true, "{}", r.raw);
+    ensure!(levels(c, &p) == (7, 3, 10), "{:?}", levels(c, &p));
+    ensure!(history_of(c, &p)?.len() == history, "the history grew");
+    Ok(())
+}
+
+fn bad_events(c: &Client) -> Result<()> {
+    let p = product("ce-bad");
+    stocked(c, &p, 10)?;
+    let cart = product("cart-bad");
+    let good = cart_event(
+        &format!("{p}-1"),
+        "CartItemAdded",
+        json!({"cart_id": cart, "product_id": p, "quantity": 1}),
+    );
+    let with = |name: &str, value: Value| {
+        let mut e = good.clone();
+        e[name] = value;
+        e
+    };
+    let without = |name: &str| {
+        let mut e = good.clone();
+        e.as_object_mut().map(|o| o.remove(name));
+        e
+    };
+    expect_problem(
+        &post_event(c, &with("type", json!("CartCheckedOut"))),
+        400,
+        "unknown_event_type",
+    )?;
+    for bad in [
+        without("id"),
+        without("source"),
+        without("type"),
+        without("specversion"),
+        with("specversion", json!("0.3")),
+        with("data", json!("not an object")),
+        without("data"),
+    ] {
+        expect_problem(&post_event(c, &bad), 400, "invalid_event")?;
+    }
+    expect_problem(
+        &post_event(
+            c,
+            &with(
+                "data",
+                json!({"cart_id": cart, "product_id": p, "quantity": 0}),
+            ),
+        ),
+        400,
+        "invalid_quantity",
+    )?;
+    let malformed = c.call(
+        "POST",
+        "/v1/events",
+        As::Service,
+        Some("{\"specversion\": \"1.0\", "),
+        &[("content-type", "application/cloudevents+json")],
+    );
+    expect_problem(&malformed, 400, "malformed_json")?;
+    let batch = c.call(
+        "POST",
+        "/v1/events",
+        As::Service,
+        Some(&format!("[{good}]")),
+        &[("content-type", "application/cloudevents-batch+json")],
+    );
+    expect_problem(&batch, 415, "unsupported_media_type")?;
+    let ghost = cart_event(
+        &format!("{p}-ghost"),
+        "CartItemAdded",
+        json!({"cart_id": cart, "product_id": product("ce-ghost"), "quantity": 1}),
+    );
+    expect_problem(&post_event(c, &ghost), 404, "product_not_found")?;
+    let greedy = |quantity: u64| {
+        cart_event(
+            &format!("{p}-greedy"),
+            "CartItemAdded",
+            json!({"cart_id": cart, "product_id": p, "quantity": quantity}),
+        )
+    };
+    expect_problem(&post_event(c, &greedy(11)), 409, "insufficient_stock")?;
+    // Its id was taken by the refused attempt: sending other content under it is refused.
+    expect_problem(&post_event(c, &greedy(1)), 409, "event_id_reused")?;
+    let unknown_cart = cart_event(
+        &format!("{p}-order"),
+        "OrderConfirmed",
+        json!({"cart_id": product("cart-none"), "order_id": "o-1"}),
+    );
+    expect_problem(&post_event(c, &unknown_cart), 404, "cart_not_found")?;
+    let send = |who: As| {
+        c.call(
+            "POST",
+            "/v1/events",
+            who,
+            Some(&good.to_string()),
+            &[("content-type", "application/cloudevents+json")],
+        )
+    };
+    expect_problem(&send(As::Anonymous), 401, "unauthorized")?;
+    expect_problem(&send(As::Admin), 403, "forbidden")?;
+    expect_problem(&c.get("/v1/events?after=bogus"), 400, "invalid_cursor")?;
+    expect_problem(&c.get("/v1/events?limit=0"), 400, "invalid_query")?;
+    let r = c.call("DELETE", "/v1/events", As::Service, None, &[]);
+    expect_problem(&r, 405, "method_not_allowed")?;
+    ensure!(r.header("allow") == Some("GET, POST"), "{:?}", r.headers);
+    ensure!(levels(c, &p) == (10, 0, 10), "{:?}", levels(c, &p));
+    ensure!(history_of(c, &p)?.len() == 1, "only the stock update");
+    // Nothing above was recorded as received: the good event applies as new.
+    let r = send(As::Service);
+    expect(&r, 200)?;
+    ensure!(r.body["duplicate"] == false, "{}", r.raw);
+    ensure!(levels(c, &p) == (9, 1, 10), "{:?}", levels(c, &p));
+    Ok(())
+}
+
+/// The webhook deliveries of one product's alerts, parsed, once `count` have arrived.
+fn alerts_delivered(p: &str, count: usize) -> Result<Vec<Event>> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut events = Vec::new();
+        for d in targets::webhook().deliveries() {
+            let json: Value = serde_json::from_slice(&d.body)
+                .with_context(|| format!("not JSON: {}", String::from_utf8_lossy(&d.body)))?;
+            if json["subject"] != p {
+                continue;
+            }
+            ensure!(d.method == "POST" && d.path == HOOK_PATH, "{d:?}");
+            ensure!(
+                d.header("content-type")
+                    .is_some_and(|t| t.starts_with("application/cloudevents+json")),
+                "{d:?}"
+            );
+            events.push(check_cloudevent(&json)?);
+        }
+        if events.len() >= count || Instant::now() > deadline {
+            return Ok(events);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn alert_webhook(c: &Client) -> Result<()> {
+    // Through reserve-stock: low, then out of stock.
+    let p = product("hook");
+    expect(
+        &c.put_stock(&p, json!({"quantity": 5, "low_stock_threshold": 2})),
+        200,
+    )?;
+    expect(&c.reserve(json!({"product_id": p, "quantity": 3})), 201)?;
+    expect(&c.reserve(json!({"product_id": p, "quantity": 2})), 201)?;
+    let delivered = alerts_delivered(&p, 2)?;
+    let alerts: Vec<(String, String)> = history_of(c, &p)?
+        .iter()
+        .filter(|e| e["type"] == "LowStockAlert" || e["type"] == "OutOfStock")
+        .map(|e| {
+            (
+                e["id"].as_str().unwrap_or_default().to_owned(),
+                e["type"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let got: Vec<(String, String)> = delivered
+        .iter()
+        .map(|e| (e.id().to_owned(), e.ty().to_owned()))
+        .collect();
+    ensure!(
+        alerts.iter().map(|(_, t)| t.as_str()).collect::<Vec<_>>()
+            == ["LowStockAlert", "OutOfStock"],
+        "{alerts:?}"
+    );
+    ensure!(got == alerts, "delivered {got:?}, history has {alerts:?}");
+
+    // Through the chained ingest-events component: a cart takes the last units.
+    let q = product("hook-cart");
+    stocked(c, &q, 2)?;
+    let r = post_event(
+        c,
+        &cart_event(
+            &format!("{q}-1"),
+            "CartItemAdded",
+            json!({"cart_id": product("cart-hook"), "product_id": q, "quantity": 2}),
+        ),
+    );
+    expect(&r, 200)?;
+    let delivered = alerts_delivered(&q, 1)?;
+    ensure!(
+        delivered.iter().map(|e| e.ty()).collect::<Vec<_>>() == ["OutOfStock"],
+        "{delivered:?}"
     );
     Ok(())
 }

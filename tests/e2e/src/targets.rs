@@ -1,15 +1,19 @@
 //! Where the suite runs: the Wasmtime test host over the repository's `spin.toml`, or a
 //! real `spin up` (from `SPIN_BIN` or `PATH`) on a free port with a temporary state dir.
+//! Either is configured with the tokens and with the admin webhook pointing at this
+//! process's [`webhook`] receiver.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use stock_test_host::{HostConfig, RunningHost};
 
 use crate::client::{ADMIN_TOKEN, SERVICE_TOKEN};
+use crate::receiver::WebhookReceiver;
 
 /// Every component package of the application, built before either target starts.
 pub const COMPONENTS: &[&str] = &[
@@ -24,8 +28,26 @@ pub const COMPONENTS: &[&str] = &[
     "commit-reservation",
     "stock-alerts",
     "expire-reservations",
+    "events-feed",
+    "ingest-events",
     "not-found",
 ];
+
+/// The admin webhook's receiver, one per test process, shared by every target.
+pub fn webhook() -> &'static WebhookReceiver {
+    static RECEIVER: OnceLock<WebhookReceiver> = OnceLock::new();
+    RECEIVER.get_or_init(|| WebhookReceiver::start().expect("starting the webhook receiver"))
+}
+
+/// Application variables: the tokens and the webhook.
+fn variables() -> [(&'static str, String); 4] {
+    [
+        ("admin_token", ADMIN_TOKEN.to_owned()),
+        ("service_token", SERVICE_TOKEN.to_owned()),
+        ("alert_webhook_url", webhook().url()),
+        ("alert_webhook_origin", webhook().origin()),
+    ]
+}
 
 pub fn manifest() -> PathBuf {
     stock_test_host::workspace_root().join("spin.toml")
@@ -34,11 +56,12 @@ pub fn manifest() -> PathBuf {
 /// Builds the components (release, wasm32-wasip2) and starts the test host on them.
 pub fn start_test_host() -> anyhow::Result<RunningHost> {
     stock_test_host::build_wasm(COMPONENTS)?;
-    stock_test_host::start(
-        HostConfig::new(manifest())
-            .variable("admin_token", ADMIN_TOKEN)
-            .variable("service_token", SERVICE_TOKEN),
-    )
+    let config = variables()
+        .into_iter()
+        .fold(HostConfig::new(manifest()), |config, (name, value)| {
+            config.variable(name, value)
+        });
+    stock_test_host::start(config)
 }
 
 /// The `spin` binary to use, if any.
@@ -81,7 +104,14 @@ pub fn start_spin(bin: &PathBuf) -> anyhow::Result<SpinUp> {
     let state = std::env::temp_dir().join(format!("stock-e2e-spin-{}-{port}", std::process::id()));
     std::fs::create_dir_all(&state)?;
     let state = TempDir(state);
-    let child = Command::new(bin)
+    let mut command = Command::new(bin);
+    for (name, value) in variables() {
+        command.env(
+            format!("SPIN_VARIABLE_{}", name.to_ascii_uppercase()),
+            value,
+        );
+    }
+    let child = command
         .arg("up")
         .arg("--from")
         .arg(manifest())
@@ -89,8 +119,6 @@ pub fn start_spin(bin: &PathBuf) -> anyhow::Result<SpinUp> {
         .arg(format!("127.0.0.1:{port}"))
         .arg("--state-dir")
         .arg(&state.0)
-        .env("SPIN_VARIABLE_ADMIN_TOKEN", ADMIN_TOKEN)
-        .env("SPIN_VARIABLE_SERVICE_TOKEN", SERVICE_TOKEN)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()

@@ -32,6 +32,11 @@ impl EventKind {
             Self::OutOfStock => "OutOfStock",
         }
     }
+
+    /// An alert an admin may want to be told about at once: `LowStockAlert`, `OutOfStock`.
+    pub fn is_alert(self) -> bool {
+        matches!(self, Self::LowStockAlert | Self::OutOfStock)
+    }
 }
 
 /// Product-level figures at one instant.

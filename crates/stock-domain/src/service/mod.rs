@@ -22,6 +22,8 @@ pub use stock::{
     UpdateStockError,
 };
 
+use std::sync::{Mutex, PoisonError};
+
 use crate::models::{
     EventKind, HistoryEntry, LineEffect, ProductId, ProductRecord, ReservationRecord,
     ReservationState, StockStatus, WarehouseId,
@@ -109,6 +111,9 @@ pub struct StockService<K, C, I> {
     clock: C,
     ids: I,
     config: Config,
+    /// `LowStockAlert` and `OutOfStock` entries appended by this service's writes that
+    /// landed, until [`StockService::take_alerts`] drains them (see there).
+    alerts: Mutex<Vec<HistoryEntry>>,
 }
 
 impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
@@ -118,11 +123,20 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
             clock,
             ids,
             config,
+            alerts: Mutex::new(Vec::new()),
         }
     }
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The `LowStockAlert` and `OutOfStock` entries that this service's writes have
+    /// appended since the last call, oldest first, each once: an entry is collected only
+    /// by the attempt whose write landed. Adapters drain it after each request to notify
+    /// an admin webhook; the history and the feed stay the reliable record.
+    pub fn take_alerts(&self) -> Vec<HistoryEntry> {
+        std::mem::take(&mut *self.alerts.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     fn engine(&self) -> Engine<'_, K, C, I> {
@@ -182,10 +196,13 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
     where
         E: From<EngineError>,
     {
-        self.engine().update(
+        // The alerts of the latest attempt: the one that landed, if any did.
+        let mut alerts = Vec::new();
+        let outcome = self.engine().update::<_, _, E>(
             &keys::product(id),
             op,
             |current: Option<&ProductRecord>, now| {
+                alerts.clear();
                 let (mut record, mut events, result) = match decide(current, now)? {
                     Step::Keep(result) => return Ok(Decision::Keep(result)),
                     Step::Write {
@@ -211,7 +228,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                 }
                 for e in events {
                     record.seq += 1;
-                    record.outbox.push_back(HistoryEntry {
+                    let entry = HistoryEntry {
                         seq: record.seq,
                         kind: e.kind,
                         product_id: id.clone(),
@@ -225,7 +242,11 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                         order_id: e.order_id,
                         idempotency_key: e.idempotency_key,
                         op: op.to_owned(),
-                    });
+                    };
+                    if entry.kind.is_alert() {
+                        alerts.push(entry.clone());
+                    }
+                    record.outbox.push_back(entry);
                 }
                 // Entries leaving the outbox are written out before the swap, so an
                 // entry is always either in the record or under its own key. They are
@@ -238,7 +259,14 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                 }
                 Ok(Decision::Write(record, result))
             },
-        )
+        )?;
+        if let Outcome::Written { .. } = outcome {
+            self.alerts
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .append(&mut alerts);
+        }
+        Ok(outcome)
     }
 
     /// Looks at the oldest in-flight reservation lines of a product and finishes what

@@ -3,10 +3,12 @@
 //! (the component knows which methods its route serves).
 
 mod admin;
+mod events;
 mod reservations;
 mod stock;
 
 pub use admin::{expire_reservations, stock_alerts};
+pub use events::{DEFAULT_FEED_LIMIT, MAX_FEED_LIMIT, events_feed, ingest_event};
 pub use reservations::{commit_reservation, get_reservation, release_reservation, reserve_stock};
 pub use stock::{
     DEFAULT_HISTORY_LIMIT, MAX_BATCH_IDS, MAX_HISTORY_LIMIT, adjust_stock, check_availability,

@@ -10,8 +10,8 @@ use stock_domain::service::{AdjustStock, AdjustmentReason, UpdateStock};
 use crate::auth::{Token, authorize};
 use crate::problem::{Code, Problem};
 use crate::request::{
-    adjustment, idempotency_key, json_body, path_param, product_id, quantity, query, query_units,
-    stock_level, units, warehouse_id,
+    adjustment, idempotency_key, json_body, page_limit, path_param, product_id, quantity, query,
+    query_units, stock_level, units, warehouse_id,
 };
 use crate::response::{json, respond};
 use crate::wire::{AdjustStockBody, CloudEvent, HistoryBody, UpdateStockBody};
@@ -163,18 +163,11 @@ pub fn stock_history<K: KeyValueStore, C: Clock, I: IdGenerator>(
                     )
                 })?,
         };
-        let limit = match params.get("limit") {
-            None => DEFAULT_HISTORY_LIMIT,
-            Some(raw) => query_units(raw)
-                .and_then(|n| usize::try_from(n).ok())
-                .filter(|n| (1..=MAX_HISTORY_LIMIT).contains(n))
-                .ok_or_else(|| {
-                    Problem::new(
-                        Code::InvalidQuery,
-                        format!("limit must be between 1 and {MAX_HISTORY_LIMIT}"),
-                    )
-                })?,
-        };
+        let limit = page_limit(
+            params.get("limit"),
+            DEFAULT_HISTORY_LIMIT,
+            MAX_HISTORY_LIMIT,
+        )?;
         let page = svc.history(&id, after, limit)?;
         let body = HistoryBody {
             product_id: id,
