@@ -19,7 +19,11 @@ pub struct WarehouseStock {
     pub low_stock_threshold: u64,
     /// Units held by pending reservations, by expiry time (epoch ms, whole seconds).
     /// A hold counts while `now < expires_at`.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        with = "holds_codec"
+    )]
     pub holds: BTreeMap<u64, u64>,
 }
 
@@ -59,6 +63,45 @@ impl WarehouseStock {
             }
             _ => false,
         }
+    }
+}
+
+/// Holds are stored as one flat array `[expiry, units, Δexpiry, units, …]` with each
+/// expiry after the first as the difference from the previous one. A hot product carries
+/// one entry per pending expiry second (hundreds), and this form is about a third of the
+/// size of a JSON object keyed by epoch milliseconds, so every write of the record parses
+/// and prints less.
+mod holds_codec {
+    use std::collections::BTreeMap;
+
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(holds: &BTreeMap<u64, u64>, s: S) -> Result<S::Ok, S::Error> {
+        let mut flat = Vec::with_capacity(holds.len() * 2);
+        let mut previous = 0;
+        for (&expires_at, &units) in holds {
+            flat.push(expires_at - previous);
+            flat.push(units);
+            previous = expires_at;
+        }
+        s.collect_seq(flat)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<u64, u64>, D::Error> {
+        let flat = Vec::<u64>::deserialize(d)?;
+        if flat.len() % 2 != 0 {
+            return Err(D::Error::custom("holds must come in (expiry, units) pairs"));
+        }
+        let mut holds = BTreeMap::new();
+        let mut expires_at: u64 = 0;
+        for pair in flat.chunks_exact(2) {
+            expires_at = expires_at
+                .checked_add(pair[0])
+                .ok_or_else(|| D::Error::custom("hold expiry overflows"))?;
+            holds.insert(expires_at, pair[1]);
+        }
+        Ok(holds)
     }
 }
 
@@ -246,6 +289,27 @@ mod tests {
         assert_eq!(w.holds.get(&2_000), Some(&3));
         assert!(w.remove_hold(2_000, 3, 1_000));
         assert!(w.holds.is_empty());
+    }
+
+    #[test]
+    fn holds_round_trip_through_their_delta_encoding() {
+        let w = wh(
+            9,
+            &[
+                (1_795_311_138_000, 4),
+                (1_795_311_139_000, 1),
+                (1_795_311_200_000, 2),
+            ],
+        );
+        let json = serde_json::to_string(&w).unwrap();
+        assert!(json.contains("[1795311138000,4,1000,1,61000,2]"), "{json}");
+        assert_eq!(serde_json::from_str::<WarehouseStock>(&json).unwrap(), w);
+    }
+
+    #[test]
+    fn holds_of_odd_length_are_refused() {
+        let json = r#"{"on_hand":1,"committed":0,"low_stock_threshold":0,"holds":[5]}"#;
+        assert!(serde_json::from_str::<WarehouseStock>(json).is_err());
     }
 
     #[test]

@@ -50,7 +50,7 @@ impl Default for Config {
             default_ttl_ms: 15 * 60 * 1000,
             max_ttl_ms: 2 * 60 * 60 * 1000,
             max_lines: 100,
-            outbox_len: 8,
+            outbox_len: 2,
             retry: RetryPolicy::default(),
         }
     }
