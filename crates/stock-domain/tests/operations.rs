@@ -668,6 +668,15 @@ fn history_lists_every_change_in_order_with_paging() {
 }
 
 #[test]
+fn history_after_the_largest_sequence_is_an_empty_last_page() {
+    let w = World::new();
+    stocked(&w, "p", 1);
+    let page = w.svc().history(&pid("p"), u64::MAX, 10).unwrap();
+    assert!(page.entries.is_empty());
+    assert_eq!(page.next_after, None);
+}
+
+#[test]
 fn history_of_an_unknown_product_is_not_found() {
     let w = World::new();
     assert!(matches!(

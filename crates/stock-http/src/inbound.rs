@@ -141,7 +141,7 @@ pub fn cloud_event(req: &Request<Vec<u8>>) -> Result<Received, Problem> {
                 known.join(", ")
             ),
         )
-        .with("type", envelope.kind.clone())
+        .with("event_type", envelope.kind.clone())
     })?;
     let data = match envelope.data {
         Some(Value::Object(data)) => data,
@@ -650,7 +650,7 @@ mod tests {
         let e = event("CartCheckedOut", json!(null));
         let err = parse(&e).unwrap_err();
         assert_eq!(err.code(), Code::UnknownEventType);
-        assert_eq!(err.extension("type"), Some(&json!("CartCheckedOut")));
+        assert_eq!(err.extension("event_type"), Some(&json!("CartCheckedOut")));
     }
 
     #[test]

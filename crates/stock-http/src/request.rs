@@ -202,6 +202,16 @@ pub fn json_body<T: DeserializeOwned>(req: &Request<Vec<u8>>) -> Result<T, Probl
             "the request body is empty; a JSON object is expected",
         ));
     }
+    // Serde's derived structs also accept a JSON array of their fields in order; the
+    // wire contract only has objects.
+    if req.body().iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(req.body()) {
+                Ok(_) => Problem::new(Code::InvalidBody, "the request body must be a JSON object"),
+                Err(e) => Problem::new(Code::MalformedJson, e.to_string()),
+            },
+        );
+    }
     serde_json::from_slice(req.body()).map_err(|e| {
         let code = match e.classify() {
             serde_json::error::Category::Data => Code::InvalidBody,
@@ -478,6 +488,8 @@ mod tests {
     fn well_formed_json_of_the_wrong_shape_is_an_invalid_body() {
         for bad in [
             "[]",
+            "[5]",
+            " [5, null]",
             "5",
             "{}",
             r#"{"quantity": "5"}"#,
@@ -494,8 +506,10 @@ mod tests {
     fn an_optional_body_may_be_empty_but_not_unknown() {
         assert!(optional_json_body::<EmptyBody>(&post("", None)).is_ok());
         assert!(optional_json_body::<EmptyBody>(&post("{}", None)).is_ok());
-        let err = optional_json_body::<EmptyBody>(&post(r#"{"x": 1}"#, None)).unwrap_err();
-        assert_eq!(err.code(), Code::InvalidBody);
+        for bad in [r#"{"x": 1}"#, "[]"] {
+            let err = optional_json_body::<EmptyBody>(&post(bad, None)).unwrap_err();
+            assert_eq!(err.code(), Code::InvalidBody, "{bad:?}");
+        }
     }
 
     #[test]

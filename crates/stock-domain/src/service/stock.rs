@@ -434,7 +434,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
             .ok_or_else(|| HistoryError::ProductNotFound(id.clone()))?;
         let last = record.seq.min(after.saturating_add(limit as u64));
         let mut entries = Vec::new();
-        for seq in after + 1..=last {
+        for seq in after.saturating_add(1)..=last {
             entries.push(self.history_entry(id, &record, seq)?);
         }
         Ok(HistoryPage {
