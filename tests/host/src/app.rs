@@ -17,7 +17,7 @@ use http::{HeaderMap, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
@@ -436,6 +436,21 @@ fn engine() -> anyhow::Result<Engine> {
         return Ok(engine.clone());
     }
     let mut config = Config::new();
+    // Like Spin, instances come from a pooling allocator: linear memories and stacks are
+    // reused across requests instead of being mapped and unmapped for each one, which
+    // would otherwise dominate the cost of a request (page faults, TLB shootdowns).
+    let mut pooling = PoolingAllocationConfig::default();
+    pooling
+        .total_component_instances(1_000)
+        .total_core_instances(1_000)
+        .total_memories(1_000)
+        .total_tables(2_000)
+        .max_core_instances_per_component(200)
+        .max_memories_per_component(32)
+        .max_tables_per_component(20)
+        .max_component_instance_size(10 << 20)
+        .max_memory_size(128 << 20);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
     // Wasmtime's on-disk compilation cache (~/.cache/wasmtime), best effort.
     if let Ok(cache) = wasmtime::Cache::from_file(None) {
         config.cache(Some(cache));

@@ -6,8 +6,10 @@
 //! (copied from spin-sdk 5.2.0). The dispatch mirrors Spin's
 //! `crates/factor-key-value/src/host.rs`: `open` checks the component's
 //! `key_value_stores`, `list-keys` rejects a cursor, empty batches are no-ops,
-//! and a `swap` that fails its compare returns a fresh CAS handle on which
-//! `current()` has already been called.
+//! a `swap` that fails its compare returns a fresh CAS handle on which
+//! `current()` has already been called, and a swapped handle is kept (not
+//! dropped) until the instance ends. `open` calls [`HostStore::on_open`]
+//! (Spin's `after_open`).
 
 use std::sync::Arc;
 
@@ -107,7 +109,13 @@ impl SpinView<'_> {
 impl store::Host for SpinView<'_> {
     async fn open(&mut self, identifier: String) -> KvResult<Resource<Bucket>> {
         match kv(self.imports.stores.open(&identifier))? {
-            Ok(store) => Ok(Ok(self.table.push(Bucket { store })?)),
+            Ok(store) => {
+                // Spin: `StoreManager::get` + `Store::after_open` (Redis: connect, PING).
+                if let Err(error) = kv(store.on_open().await)? {
+                    return Ok(Err(error));
+                }
+                Ok(Ok(self.table.push(Bucket { store })?))
+            }
             Err(error) => Ok(Err(error)),
         }
     }
@@ -220,7 +228,16 @@ impl atomics::Host for SpinView<'_> {
             key,
             mut handle,
         } = self.table.delete(cas)?;
-        match handle.swap(value).await {
+        let swapped = handle.swap(value).await;
+        // Spin never removes a swapped CAS from its table: the handle (with a
+        // Redis store, its connection) lives until the instance ends. Same here:
+        // an entry no guest handle points to, dropped with the table.
+        self.table.push(Cas {
+            store: store.clone(),
+            key: key.clone(),
+            handle,
+        })?;
+        match swapped {
             Ok(()) => Ok(Ok(())),
             Err(SwapError::Store(error)) => {
                 Ok(Err(atomics::CasError::StoreError(wit_error(error)?)))

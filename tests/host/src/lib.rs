@@ -62,8 +62,9 @@
 //!   an error naming the import.
 //! - Persistence: the default store lives in memory for the host's lifetime
 //!   (Spin keeps `.spin/sqlite_key_value.db` across runs); no runtime-config
-//!   file, so no Redis/Cosmos/DynamoDB backends (the [`HostStore`] trait is the
-//!   seam for adding one); no `max_result_bytes` limits.
+//!   file: the other backend is a real Redis server with Spin's Redis store
+//!   behaviour ([`store::redis::RedisStore`], `HostConfig::store` or the
+//!   binary's `--redis-url`), no Cosmos/DynamoDB; no `max_result_bytes` limits.
 //! - Spin's instance reuse, request timeouts, HTTPS/TLS listener, HTTP/2,
 //!   `spin build`/`spin watch` (use [`build_wasm`]), logging to files. A
 //!   request Spin's server rejects with an error (no authority, e.g. after a

@@ -1,9 +1,17 @@
 //! `stock-test-host --manifest PATH [--listen ADDR] [--variable NAME=VALUE]...
-//! [--max-body-bytes N]`: serves a Spin application until killed (for the load
-//! tool and manual runs). Application variables also come from
-//! `SPIN_VARIABLE_<NAME>` environment variables, as with `spin up`; a
-//! `--variable` wins over the environment. It does not build anything: build
-//! the components first (`cargo build --target wasm32-wasip2 --release …`).
+//! [--max-body-bytes N] [--redis-url URL]`: serves a Spin application until
+//! killed (for the load tool, manual runs and multi-node tests). Application
+//! variables also come from `SPIN_VARIABLE_<NAME>` environment variables, as
+//! with `spin up`; a `--variable` wins over the environment.
+//!
+//! `--redis-url redis://HOST:PORT[/DB]` puts the `default` key-value store on
+//! that Redis server, with Spin's Redis store behaviour (as a runtime config
+//! `[key_value_store.default] type = "redis"` would; see `store::redis`), so
+//! that several processes share one store; without it the store is in
+//! memory, private to the process.
+//!
+//! It does not build anything: build the components first (`cargo build
+//! --target wasm32-wasip2 --release …`).
 
 #[cfg(not(target_arch = "wasm32"))]
 fn main() -> std::process::ExitCode {
@@ -21,7 +29,8 @@ fn main() {}
 
 #[cfg(not(target_arch = "wasm32"))]
 const USAGE: &str = "usage: stock-test-host --manifest PATH [--listen 127.0.0.1:PORT] \
-                     [--variable NAME=VALUE]... [--max-body-bytes N]";
+                     [--variable NAME=VALUE]... [--max-body-bytes N] \
+                     [--redis-url redis://HOST:PORT[/DB]]";
 
 #[cfg(not(target_arch = "wasm32"))]
 fn run() -> anyhow::Result<()> {
@@ -31,6 +40,7 @@ fn run() -> anyhow::Result<()> {
     let mut manifest = None;
     let mut listen = None;
     let mut max_body_bytes = None;
+    let mut redis_url = None;
     // Environment first, so that `--variable` (pushed later) wins.
     let mut variables: Vec<(String, String)> = std::env::vars()
         .filter_map(|(key, value)| {
@@ -61,6 +71,7 @@ fn run() -> anyhow::Result<()> {
                         .context("--max-body-bytes")?,
                 );
             }
+            "--redis-url" => redis_url = Some(value("--redis-url")?),
             "--help" | "-h" => {
                 println!("{USAGE}");
                 return Ok(());
@@ -76,6 +87,10 @@ fn run() -> anyhow::Result<()> {
     config.max_body_bytes = max_body_bytes;
     if let Some(listen) = listen {
         config.listen = listen;
+    }
+    if let Some(url) = redis_url {
+        let store = stock_test_host::store::redis::RedisStore::new(&url).context("--redis-url")?;
+        config.store = std::sync::Arc::new(store);
     }
     let host = stock_test_host::start(config)?;
     println!("listening on {}", host.base_url());

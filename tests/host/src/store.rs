@@ -2,7 +2,9 @@
 //!
 //! [`HostStore`] is the seam between the WIT bindings (`bindings.rs`) and a
 //! backend, so another backend (e.g. a real Redis) can be added without touching
-//! the bindings. [`MemoryStore`] is the default backend: it reproduces, in memory,
+//! the bindings. [`redis::RedisStore`] is the backend over a real Redis server
+//! (Spin's `type = "redis"` runtime config; its own docs say exactly how it
+//! behaves). [`MemoryStore`] is the default backend: it reproduces, in memory,
 //! the semantics of Spin 4.0.2's default SQLite store
 //! (`spinframework/spin` `crates/key-value-spin/src/store.rs`) together with the
 //! dispatch rules of `crates/factor-key-value/src/host.rs`:
@@ -23,6 +25,8 @@
 //!
 //! Not reproduced: SQLite persistence across runs (the store lives as long as
 //! the `MemoryStore` value) and Spin's `max_result_bytes` limits.
+
+pub mod redis;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -57,6 +61,14 @@ pub enum SwapError {
 /// Methods are `async` so that network backends fit behind the same trait.
 #[async_trait]
 pub trait HostStore: Send + Sync {
+    /// Called by `store.open` after the label's access check, before the
+    /// bucket is handed out (Spin: `StoreManager::get` then
+    /// `Store::after_open`); an error fails the `open`. Default: nothing
+    /// (the SQLite store does nothing there); the Redis store connects and
+    /// sends `PING`.
+    async fn on_open(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// `bucket.get`.
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// `bucket.set` (upsert).
