@@ -7,32 +7,15 @@
 use std::time::Duration;
 
 use stock_load::{Config, RunReport, Scenario};
-use stock_test_host::{HostConfig, RunningHost, build_wasm, start, workspace_root};
+use stock_test_host::{HostConfig, RunningHost, build_app, start, workspace_root};
 
 const ADMIN_TOKEN: &str = "a";
 const SERVICE_TOKEN: &str = "s";
 
-/// The root application's components (each component id is its package name).
-const ROOT_PACKAGES: [&str; 12] = [
-    "get-stock",
-    "update-stock",
-    "check-availability",
-    "adjust-stock",
-    "stock-history",
-    "reserve-stock",
-    "get-reservation",
-    "release-reservation",
-    "commit-reservation",
-    "stock-alerts",
-    "expire-reservations",
-    "not-found",
-];
-
 fn hosts() -> (RunningHost, RunningHost) {
-    let mut packages = ROOT_PACKAGES.to_vec();
-    packages.push("cas-bench");
-    build_wasm(&packages).expect("building the components");
     let root = workspace_root();
+    build_app(&root.join("spin.toml")).expect("building the stock service");
+    build_app(&root.join("bench/spin.toml")).expect("building cas-bench");
     let stock = start(
         HostConfig::new(root.join("spin.toml"))
             .variable("admin_token", ADMIN_TOKEN)

@@ -15,24 +15,6 @@ use stock_test_host::{HostConfig, RunningHost};
 use crate::client::{ADMIN_TOKEN, SERVICE_TOKEN};
 use crate::receiver::WebhookReceiver;
 
-/// Every component package of the application, built before either target starts.
-pub const COMPONENTS: &[&str] = &[
-    "get-stock",
-    "update-stock",
-    "check-availability",
-    "adjust-stock",
-    "stock-history",
-    "reserve-stock",
-    "get-reservation",
-    "release-reservation",
-    "commit-reservation",
-    "stock-alerts",
-    "expire-reservations",
-    "events-feed",
-    "ingest-events",
-    "not-found",
-];
-
 /// The admin webhook's receiver, one per test process, shared by every target.
 pub fn webhook() -> &'static WebhookReceiver {
     static RECEIVER: OnceLock<WebhookReceiver> = OnceLock::new();
@@ -55,7 +37,7 @@ pub fn manifest() -> PathBuf {
 
 /// Builds the components (release, wasm32-wasip2) and starts the test host on them.
 pub fn start_test_host() -> anyhow::Result<RunningHost> {
-    stock_test_host::build_wasm(COMPONENTS)?;
+    stock_test_host::build_app(&manifest())?;
     let config = variables()
         .into_iter()
         .fold(HostConfig::new(manifest()), |config, (name, value)| {
@@ -99,7 +81,7 @@ impl Drop for TempDir {
 }
 
 pub fn start_spin(bin: &PathBuf) -> anyhow::Result<SpinUp> {
-    stock_test_host::build_wasm(COMPONENTS)?;
+    stock_test_host::build_app(&manifest())?;
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let state = std::env::temp_dir().join(format!("stock-e2e-spin-{}-{port}", std::process::id()));
     std::fs::create_dir_all(&state)?;

@@ -270,6 +270,15 @@ pub fn workspace_root() -> PathBuf {
 /// root, as the manifests' `build` commands do: `cargo build --target
 /// wasm32-wasip2 --release -p PACKAGE…`, or `--workspace` when `packages` is
 /// empty. Cargo's output goes to this process's stderr.
+/// Builds every component a manifest declares, in one cargo invocation. Each component
+/// id is its Cargo package name, as the manifests' `build` commands say.
+pub fn build_app(manifest: &Path) -> anyhow::Result<()> {
+    let manifest = manifest::Manifest::load(manifest)?;
+    let packages: Vec<&str> = manifest.component.keys().map(String::as_str).collect();
+    ensure!(!packages.is_empty(), "the manifest declares no component");
+    build_wasm(&packages)
+}
+
 pub fn build_wasm(packages: &[&str]) -> anyhow::Result<()> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);

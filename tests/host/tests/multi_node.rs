@@ -34,36 +34,6 @@ use stock_test_host::store::redis::test_redis_url;
 const ADMIN_TOKEN: &str = "multi-node-admin-token";
 const SERVICE_TOKEN: &str = "multi-node-service-token";
 
-/// Every component package of `spin.toml`: the `-p NAME` of each
-/// component's `build.command` (`cargo build --target wasm32-wasip2 --release
-/// -p NAME`), so that the list follows the manifest.
-fn component_packages() -> Vec<String> {
-    let path = stock_test_host::workspace_root().join("spin.toml");
-    let text = std::fs::read_to_string(&path).expect("reading spin.toml");
-    let manifest: toml::Table = text.parse().expect("spin.toml is TOML");
-    let components = manifest["component"]
-        .as_table()
-        .expect("spin.toml has [component.*]");
-    let packages: Vec<String> = components
-        .iter()
-        .map(|(id, component)| {
-            let command = component
-                .get("build")
-                .and_then(|build| build.get("command"))
-                .and_then(toml::Value::as_str)
-                .unwrap_or_else(|| panic!("component {id} has no build.command"));
-            let words: Vec<&str> = command.split_whitespace().collect();
-            words
-                .windows(2)
-                .find(|pair| pair[0] == "-p")
-                .map(|pair| pair[1].to_owned())
-                .unwrap_or_else(|| panic!("component {id}: no `-p PACKAGE` in {command:?}"))
-        })
-        .collect();
-    assert!(!packages.is_empty(), "no component in spin.toml");
-    packages
-}
-
 const INITIAL: u64 = 300;
 const THREADS: usize = 32;
 /// Reservations one thread may try (far above the ~12 it needs).
@@ -281,9 +251,8 @@ fn flash_sale_across_two_nodes_on_one_redis() {
     let Some(redis_url) = test_redis_url("flash_sale_across_two_nodes_on_one_redis") else {
         return;
     };
-    let packages = component_packages();
-    let packages: Vec<&str> = packages.iter().map(String::as_str).collect();
-    stock_test_host::build_wasm(&packages).expect("building the components");
+    stock_test_host::build_app(&stock_test_host::workspace_root().join("spin.toml"))
+        .expect("building the components");
 
     let mut admin = redis_connection(&redis_url);
     redis::cmd("FLUSHDB")

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use stock_test_host::{HostConfig, RunningHost, build_wasm, start, workspace_root};
+use stock_test_host::{HostConfig, RunningHost, build_app, build_wasm, start, workspace_root};
 
 const ADMIN_TOKEN: &str = "a";
 const SERVICE_TOKEN: &str = "s";
@@ -25,17 +25,7 @@ fn root_manifest() -> PathBuf {
 fn build_root_app() {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let text = std::fs::read_to_string(root_manifest()).expect("reading spin.toml");
-        let manifest: toml::Table = toml::from_str(&text).expect("parsing spin.toml");
-        let components = manifest["component"]
-            .as_table()
-            .expect("[component] tables");
-        let mut packages: Vec<&str> = components.keys().map(String::as_str).collect();
-        for needed in ["get-stock", "update-stock"] {
-            assert!(packages.contains(&needed), "spin.toml has no {needed}");
-        }
-        packages.sort_unstable();
-        build_wasm(&packages).expect("building the root application's components");
+        build_app(&root_manifest()).expect("building the root application's components")
     });
 }
 
