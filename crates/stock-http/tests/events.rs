@@ -4,42 +4,14 @@
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
-use stock_domain::memory::{ManualClock, MemoryKv, SeqIds};
 use stock_domain::service::FEED_SETTLE_MS;
-use stock_domain::{Config, StockService};
-use stock_http::Token;
 
-type Service = StockService<MemoryKv, ManualClock, SeqIds>;
-
-const ADMIN: &str = "admin-secret";
-const SERVICE: &str = "service-secret";
-const T0: u64 = 1_700_000_000_000;
-
-struct Harness {
-    svc: Service,
-    clock: ManualClock,
-    admin: Token,
-    service: Token,
-}
+mod common;
+use common::*;
 
 impl Harness {
-    fn new() -> Self {
-        let clock = ManualClock::at(T0);
-        Self {
-            svc: StockService::new(
-                MemoryKv::new(),
-                clock.clone(),
-                SeqIds::default(),
-                Config::default(),
-            ),
-            clock,
-            admin: Token::new(ADMIN),
-            service: Token::new(SERVICE),
-        }
-    }
-
     fn stock(&self, id: &str, quantity: u64) {
-        let req = json_request(
+        let req = request(
             Method::PUT,
             &format!("/v1/stock/{id}"),
             Some(ADMIN),
@@ -50,7 +22,7 @@ impl Harness {
     }
 
     fn reserve(&self, id: &str, quantity: u64) {
-        let req = json_request(
+        let req = request(
             Method::POST,
             "/v1/reservations",
             Some(SERVICE),
@@ -62,7 +34,7 @@ impl Harness {
 
     /// `(available, reserved, on_hand)` of a product.
     fn levels(&self, id: &str) -> (u64, u64, u64) {
-        let req = json_request(Method::GET, &format!("/v1/stock/{id}"), None, Value::Null);
+        let req = request(Method::GET, &format!("/v1/stock/{id}"), None, Value::Null);
         let s = body(&stock_http::get_stock(&self.svc, &req));
         let n = |f: &str| s[f].as_u64().unwrap();
         (
@@ -73,7 +45,7 @@ impl Harness {
     }
 
     fn feed(&self, query: &str) -> Response<Vec<u8>> {
-        let req = json_request(
+        let req = request(
             Method::GET,
             &format!("/v1/events{query}"),
             None,
@@ -83,7 +55,7 @@ impl Harness {
     }
 
     fn history_ids(&self, id: &str) -> Vec<String> {
-        let req = json_request(
+        let req = request(
             Method::GET,
             &format!("/v1/stock/{id}/history?limit=500"),
             None,
@@ -112,34 +84,6 @@ impl Harness {
             .unwrap();
         stock_http::ingest_event(&self.svc, &req, &self.service)
     }
-}
-
-fn json_request(method: Method, uri: &str, token: Option<&str>, body: Value) -> Request<Vec<u8>> {
-    let mut builder = Request::builder().method(method).uri(uri);
-    if let Some(token) = token {
-        builder = builder.header(AUTHORIZATION, format!("Bearer {token}"));
-    }
-    let bytes = if body.is_null() {
-        Vec::new()
-    } else {
-        builder = builder.header(CONTENT_TYPE, "application/json");
-        serde_json::to_vec(&body).unwrap()
-    };
-    builder.body(bytes).unwrap()
-}
-
-fn body(response: &Response<Vec<u8>>) -> Value {
-    serde_json::from_slice(response.body()).unwrap()
-}
-
-fn problem_code(response: &Response<Vec<u8>>) -> String {
-    assert_eq!(
-        response.headers()[CONTENT_TYPE],
-        "application/problem+json",
-        "{}",
-        String::from_utf8_lossy(response.body())
-    );
-    body(response)["code"].as_str().unwrap().to_owned()
 }
 
 fn cloud_event(id: &str, kind: &str, data: Value) -> Value {

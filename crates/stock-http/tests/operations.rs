@@ -4,40 +4,12 @@
 use http::header::{ALLOW, AUTHORIZATION, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use http::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
-use stock_domain::memory::{FaultPlan, ManualClock, MemoryKv, SeqIds};
-use stock_domain::{Config, StockService};
-use stock_http::Token;
+use stock_domain::memory::{FaultPlan, MemoryKv, SeqIds};
 
-type Service = StockService<MemoryKv, ManualClock, SeqIds>;
-
-const ADMIN: &str = "admin-secret";
-const SERVICE: &str = "service-secret";
-const T0: u64 = 1_700_000_000_000;
-
-struct Harness {
-    svc: Service,
-    clock: ManualClock,
-    admin: Token,
-    service: Token,
-}
+mod common;
+use common::*;
 
 impl Harness {
-    fn new() -> Self {
-        Self::over(MemoryKv::new(), SeqIds::default())
-    }
-
-    /// A harness over a shared store; instances of one test share `ids`, as the real
-    /// ids are unique across instances.
-    fn over(kv: MemoryKv, ids: SeqIds) -> Self {
-        let clock = ManualClock::at(T0);
-        Self {
-            svc: StockService::new(kv, clock.clone(), ids, Config::default()),
-            clock,
-            admin: Token::new(ADMIN),
-            service: Token::new(SERVICE),
-        }
-    }
-
     fn put_stock(&self, id: &str, body: Value) -> Response<Vec<u8>> {
         let req = request(Method::PUT, &format!("/v1/stock/{id}"), Some(ADMIN), body);
         stock_http::update_stock(&self.svc, &req, &self.admin)
@@ -68,20 +40,6 @@ impl Harness {
     }
 }
 
-fn request(method: Method, uri: &str, token: Option<&str>, body: Value) -> Request<Vec<u8>> {
-    let mut builder = Request::builder().method(method).uri(uri);
-    if let Some(token) = token {
-        builder = builder.header(AUTHORIZATION, format!("Bearer {token}"));
-    }
-    let bytes = if body.is_null() {
-        Vec::new()
-    } else {
-        builder = builder.header(CONTENT_TYPE, "application/json");
-        serde_json::to_vec(&body).unwrap()
-    };
-    builder.body(bytes).unwrap()
-}
-
 fn raw(method: Method, uri: &str, token: &str, body: &str) -> Request<Vec<u8>> {
     Request::builder()
         .method(method)
@@ -89,20 +47,6 @@ fn raw(method: Method, uri: &str, token: &str, body: &str) -> Request<Vec<u8>> {
         .header(AUTHORIZATION, format!("Bearer {token}"))
         .body(body.as_bytes().to_vec())
         .unwrap()
-}
-
-fn body(response: &Response<Vec<u8>>) -> Value {
-    serde_json::from_slice(response.body()).unwrap()
-}
-
-fn problem_code(response: &Response<Vec<u8>>) -> String {
-    assert_eq!(
-        response.headers()[CONTENT_TYPE],
-        "application/problem+json",
-        "{}",
-        String::from_utf8_lossy(response.body())
-    );
-    body(response)["code"].as_str().unwrap().to_owned()
 }
 
 #[test]
