@@ -29,6 +29,20 @@ pub struct FaultPlan {
     pub crash_after: Option<u64>,
 }
 
+impl FaultPlan {
+    /// Every misbehaviour a shipped store shows, at rates low enough that requests still
+    /// get through: lost races, swaps misreported either way.
+    pub fn noisy(seed: u64) -> Self {
+        Self {
+            seed,
+            conflict: 0.1,
+            false_failure: 0.1,
+            false_success: 0.05,
+            crash_after: None,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct InstanceState {
     calls: u64,

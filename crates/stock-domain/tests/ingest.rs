@@ -690,13 +690,7 @@ fn concurrent_events_on_one_cart_keep_its_lines_and_the_holds_in_step() {
     stocked(&w, "a", 1_000);
     std::thread::scope(|s| {
         for t in 0..8u64 {
-            let svc = w.svc_with(FaultPlan {
-                seed: 200 + t,
-                conflict: 0.1,
-                false_failure: 0.1,
-                false_success: 0.05,
-                ..Default::default()
-            });
+            let svc = w.svc_with(FaultPlan::noisy(200 + t));
             s.spawn(move || {
                 for i in 0..12u64 {
                     let id = format!("t{t}-{i}");
