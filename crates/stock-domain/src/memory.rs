@@ -132,6 +132,15 @@ impl KeyValueStore for MemoryKv {
         Ok(())
     }
 
+    fn set_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), KvError> {
+        self.enter()?;
+        let mut data = self.data.lock().unwrap();
+        for (key, value) in entries {
+            data.insert(key.clone(), value.clone());
+        }
+        Ok(())
+    }
+
     fn list_keys(&self) -> Result<Vec<String>, KvError> {
         self.enter()?;
         Ok(self.data.lock().unwrap().keys().cloned().collect())

@@ -49,6 +49,12 @@ pub trait KeyValueStore {
     /// write stores the same bytes.
     fn set(&self, key: &str, value: &[u8]) -> Result<(), KvError>;
 
+    /// Unconditional writes of several keys in one call (`wasi:keyvalue/batch`
+    /// `set-many`: one transaction on Spin's SQLite store). Used like `set`, only for
+    /// keys whose content is fixed once written, so the domain does not rely on it being
+    /// atomic: a partial write is completed by writing the same entries again.
+    fn set_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), KvError>;
+
     /// MUST list every key of the store (all pages), in any order.
     fn list_keys(&self) -> Result<Vec<String>, KvError>;
 

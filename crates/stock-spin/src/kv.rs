@@ -6,7 +6,7 @@
 //! guessed here.
 
 use anyhow::anyhow;
-use spin_sdk::wit::wasi::keyvalue::{atomics, store};
+use spin_sdk::wit::wasi::keyvalue::{atomics, batch, store};
 use stock_domain::ports::{CasHandle, KeyValueStore, KvError, SwapError};
 
 /// One open bucket of the store.
@@ -39,6 +39,11 @@ impl KeyValueStore for SpinKvStore {
         self.bucket
             .set(key, value)
             .map_err(|e| store_error(e, "set", key))
+    }
+
+    fn set_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), KvError> {
+        let first = entries.first().map_or("", |(key, _)| key.as_str());
+        batch::set_many(&self.bucket, entries).map_err(|e| store_error(e, "set-many", first))
     }
 
     fn list_keys(&self) -> Result<Vec<String>, KvError> {

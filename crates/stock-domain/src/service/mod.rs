@@ -39,7 +39,8 @@ pub struct Config {
     pub default_ttl_ms: u64,
     pub max_ttl_ms: u64,
     pub max_lines: usize,
-    /// History entries kept inside the product record before being written out.
+    /// History entries kept inside the product record; one more makes the write that
+    /// adds it write them all out under their own keys, in one batch.
     pub outbox_len: usize,
     pub retry: RetryPolicy,
 }
@@ -50,7 +51,7 @@ impl Default for Config {
             default_ttl_ms: 15 * 60 * 1000,
             max_ttl_ms: 2 * 60 * 60 * 1000,
             max_lines: 100,
-            outbox_len: 2,
+            outbox_len: 4,
             retry: RetryPolicy::default(),
         }
     }
@@ -249,13 +250,22 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                     record.outbox.push_back(entry);
                 }
                 // Entries leaving the outbox are written out before the swap, so an
-                // entry is always either in the record or under its own key. They are
-                // immutable, so writing one twice stores the same bytes.
-                while record.outbox.len() > self.config.outbox_len {
-                    let entry = record.outbox.pop_front().expect("outbox is not empty");
-                    self.kv
-                        .set(&keys::history(id, entry.seq), &storage::encode(&entry))
-                        .map_err(EngineError::from)?;
+                // entry is always either in the record or under its own key. Only
+                // entries of the stored record leave: they are immutable, so racing
+                // writers store the same bytes, whereas this attempt's own entries may
+                // never land. They leave together, in one store call (one transaction
+                // on SQLite) rather than one per entry.
+                if record.outbox.len() > self.config.outbox_len {
+                    let stored = current.map_or(0, |c| c.seq);
+                    let leaving = record.outbox.iter().take_while(|e| e.seq <= stored).count();
+                    let entries: Vec<(String, Vec<u8>)> = record
+                        .outbox
+                        .drain(..leaving)
+                        .map(|e| (keys::history(id, e.seq), storage::encode(&e)))
+                        .collect();
+                    if !entries.is_empty() {
+                        self.kv.set_many(&entries).map_err(EngineError::from)?;
+                    }
                 }
                 Ok(Decision::Write(record, result))
             },
