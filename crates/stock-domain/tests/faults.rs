@@ -100,6 +100,12 @@ fn a_crash_after_any_store_call_loses_nothing_and_the_next_requests_repair() {
             let retried = run(op, &w.svc(), &held, &w);
             w.repair();
             w.check_settled();
+            // The retry adopts whatever the dying request placed.
+            assert_eq!(
+                w.orphaned_units(&pid("a")) + w.orphaned_units(&pid("b")),
+                0,
+                "{op:?} crashed after {crash_after} calls: a hold was left behind"
+            );
             assert_eq!(
                 retried.is_ok(),
                 !matches!(op, Op::ReserveRejected),
@@ -183,6 +189,14 @@ fn a_crash_with_no_retry_is_repaired_by_later_requests_alone() {
             w.check();
             w.repair();
             w.check_settled();
+            // Only a one-line reserve can die leaving a hold no reservation records,
+            // and only its own units.
+            let orphaned = w.orphaned_units(&pid("a")) + w.orphaned_units(&pid("b"));
+            let bound = if matches!(op, Op::ReserveOne) { 3 } else { 0 };
+            assert!(
+                orphaned <= bound,
+                "{op:?} crashed after {crash_after} calls: {orphaned} units orphaned"
+            );
         }
     }
 }

@@ -302,6 +302,12 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                 continue;
             };
             let Some(reservation) = self.read_reservation(&res_id)? else {
+                // A one-line reservation whose record is not written yet, or never will
+                // be (its request died): look again later, behind the others, until a
+                // retry records it or its hold lapses (`ProductRecord::prune`).
+                if let Some(line) = record.inflight.get_mut(&rid) {
+                    line.since = now;
+                }
                 continue;
             };
             let entry = &record.inflight[&rid];

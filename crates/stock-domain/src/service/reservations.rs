@@ -7,7 +7,9 @@
 //!
 //! 1. **Intent first.** The reservation record is written (state `Reserving`, under a
 //!    fresh or idempotency-derived id) before any product is touched, so every product
-//!    step can be traced back to it.
+//!    step can be traced back to it. A one-line reservation skips this: its one product
+//!    step is its decision, and its record is written once, after it (see
+//!    `StockService::reserve_one`).
 //! 2. **One decision point.** Every outcome is decided by a compare-and-swap on the
 //!    reservation record (`Reserving → Pending | Rejected`, `Pending → Releasing`,
 //!    `Pending → Committing`) *before* the corresponding product steps, and finished
@@ -340,10 +342,50 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
             version: 1,
             ops: Default::default(),
         };
+        if record.lines.len() == 1 {
+            return self.reserve_one(record);
+        }
         self.kv
             .set(&keys::reservation(&id), &storage::encode(&record))
             .map_err(EngineError::from)?;
         self.reserve_outcome(self.drive(record)?)
+    }
+
+    /// A one-line reservation has a single product step, so that step's
+    /// compare-and-swap is its decision: no intent is written first, and the reservation
+    /// record is written once, settled, after it (rule 1 of the protocol is for several
+    /// lines). A request that dies in between leaves a hold that no reservation records:
+    /// its in-flight entry lets a retry under the same idempotency key finish the job, and
+    /// otherwise the hold lapses at its expiry, like that of a client that walked away.
+    fn reserve_one(&self, mut record: ReservationRecord) -> Result<ReservationView, ReserveError> {
+        let line = record.lines[0].clone();
+        match self.place_line(&record, &line)? {
+            Placement::Placed { allocations, op } => {
+                record.state = ReservationState::Pending;
+                record.lines[0].allocations = allocations;
+                record.lines[0].placement = Some(op);
+            }
+            Placement::Short(shortage) => {
+                record.state = ReservationState::Rejected;
+                record.shortage = Some(shortage);
+                // Recorded only when a retry must get the same answer.
+                if record.idempotency_key.is_none() {
+                    return self.reserve_outcome(record);
+                }
+            }
+            // A request under the same idempotency key got there first and its
+            // reservation has moved on: answer with what it recorded.
+            Placement::Cancelled => {
+                let settled = self
+                    .read_reservation(&record.id)?
+                    .ok_or(ReserveError::Busy)?;
+                return self.reserve_outcome(self.drive(settled)?);
+            }
+        }
+        self.kv
+            .set(&keys::reservation(&record.id), &storage::encode(&record))
+            .map_err(EngineError::from)?;
+        self.reserve_outcome(record)
     }
 
     fn reserve_outcome(&self, record: ReservationRecord) -> Result<ReservationView, ReserveError> {
