@@ -60,8 +60,10 @@
 //! - Spin SQLite, Redis, Postgres/MySQL, LLM, MQTT, `fermyon:spin` key-value
 //!   and `wasi:config` imports: a component importing them fails to load, with
 //!   an error naming the import.
-//! - Persistence: the default store lives in memory for the host's lifetime
-//!   (Spin keeps `.spin/sqlite_key_value.db` across runs); no runtime-config
+//! - Persistence, by default: the default store lives in memory for the
+//!   host's lifetime (Spin keeps `.spin/sqlite_key_value.db` across runs);
+//!   Spin's real SQLite store on a file is [`store::sqlite::SqliteStore`]
+//!   (`HostConfig::store` or the binary's `--sqlite-path`). No runtime-config
 //!   file: the other backend is a real Redis server with Spin's Redis store
 //!   behaviour ([`store::redis::RedisStore`], `HostConfig::store` or the
 //!   binary's `--redis-url`), no Cosmos/DynamoDB; no `max_result_bytes` limits.
@@ -115,7 +117,9 @@ pub struct HostConfig {
     /// Where to listen; the default `127.0.0.1:0` picks a free port.
     pub listen: SocketAddr,
     /// The backend of the `default` key-value store (default: an empty
-    /// [`MemoryStore`]). Keep a clone to inspect or seed it from a test.
+    /// [`MemoryStore`]; Spin's real SQLite store:
+    /// `Arc::new(store::sqlite::SqliteStore::open(path, "default")?)`). Keep a
+    /// clone to inspect or seed it from a test.
     pub store: Arc<dyn HostStore>,
     /// Requests with a larger body get a 413 before reaching a component
     /// (default: no limit, like Spin).

@@ -1,14 +1,25 @@
 //! `stock-test-host --manifest PATH [--listen ADDR] [--variable NAME=VALUE]...
-//! [--max-body-bytes N] [--redis-url URL]`: serves a Spin application until
-//! killed (for the load tool, manual runs and multi-node tests). Application
-//! variables also come from `SPIN_VARIABLE_<NAME>` environment variables, as
-//! with `spin up`; a `--variable` wins over the environment.
+//! [--max-body-bytes N] [--redis-url URL | --sqlite-path PATH]`: serves a
+//! Spin application until killed (for the load tool, manual runs and
+//! multi-node tests). Application variables also come from
+//! `SPIN_VARIABLE_<NAME>` environment variables, as with `spin up`; a
+//! `--variable` wins over the environment.
 //!
 //! `--redis-url redis://HOST:PORT[/DB]` puts the `default` key-value store on
 //! that Redis server, with Spin's Redis store behaviour (as a runtime config
 //! `[key_value_store.default] type = "redis"` would; see `store::redis`), so
-//! that several processes share one store; without it the store is in
-//! memory, private to the process.
+//! that several processes share one store.
+//!
+//! `--sqlite-path PATH` puts the `default` key-value store in the SQLite
+//! database file PATH (created if absent; its directory must exist), with
+//! exactly Spin's default store (`spin up`'s `.spin/sqlite_key_value.db`: Spin's
+//! SQL, one connection, SQLite's default rollback journal and `synchronous=FULL`;
+//! see `store::sqlite`), so that benchmarks pay what Spin's default store
+//! costs and data persists across runs. It cannot be combined with
+//! `--redis-url`.
+//!
+//! Without either, the store is in memory (Spin's default store's semantics
+//! without its cost), private to the process.
 //!
 //! It does not build anything: build the components first (`cargo build
 //! --target wasm32-wasip2 --release …`).
@@ -30,7 +41,7 @@ fn main() {}
 #[cfg(not(target_arch = "wasm32"))]
 const USAGE: &str = "usage: stock-test-host --manifest PATH [--listen 127.0.0.1:PORT] \
                      [--variable NAME=VALUE]... [--max-body-bytes N] \
-                     [--redis-url redis://HOST:PORT[/DB]]";
+                     [--redis-url redis://HOST:PORT[/DB] | --sqlite-path PATH]";
 
 #[cfg(not(target_arch = "wasm32"))]
 fn run() -> anyhow::Result<()> {
@@ -41,6 +52,7 @@ fn run() -> anyhow::Result<()> {
     let mut listen = None;
     let mut max_body_bytes = None;
     let mut redis_url = None;
+    let mut sqlite_path = None;
     // Environment first, so that `--variable` (pushed later) wins.
     let mut variables: Vec<(String, String)> = std::env::vars()
         .filter_map(|(key, value)| {
@@ -72,6 +84,7 @@ fn run() -> anyhow::Result<()> {
                 );
             }
             "--redis-url" => redis_url = Some(value("--redis-url")?),
+            "--sqlite-path" => sqlite_path = Some(value("--sqlite-path")?),
             "--help" | "-h" => {
                 println!("{USAGE}");
                 return Ok(());
@@ -82,6 +95,9 @@ fn run() -> anyhow::Result<()> {
     let Some(manifest) = manifest else {
         bail!("--manifest is required\n{USAGE}");
     };
+    if redis_url.is_some() && sqlite_path.is_some() {
+        bail!("--redis-url and --sqlite-path are mutually exclusive\n{USAGE}");
+    }
     let mut config = stock_test_host::HostConfig::new(manifest);
     config.variables = variables;
     config.max_body_bytes = max_body_bytes;
@@ -90,6 +106,11 @@ fn run() -> anyhow::Result<()> {
     }
     if let Some(url) = redis_url {
         let store = stock_test_host::store::redis::RedisStore::new(&url).context("--redis-url")?;
+        config.store = std::sync::Arc::new(store);
+    }
+    if let Some(path) = sqlite_path {
+        let store = stock_test_host::store::sqlite::SqliteStore::open(&path, "default")
+            .context("--sqlite-path")?;
         config.store = std::sync::Arc::new(store);
     }
     let host = stock_test_host::start(config)?;
