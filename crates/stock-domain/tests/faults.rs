@@ -19,10 +19,12 @@ enum Op {
     ReserveRejected,
     Release,
     Commit,
+    ReleaseOne,
+    CommitOne,
     Sweep,
 }
 
-const OPS: [Op; 8] = [
+const OPS: [Op; 10] = [
     Op::Update,
     Op::Adjust,
     Op::ReserveOne,
@@ -30,24 +32,38 @@ const OPS: [Op; 8] = [
     Op::ReserveRejected,
     Op::Release,
     Op::Commit,
+    Op::ReleaseOne,
+    Op::CommitOne,
     Op::Sweep,
 ];
 
-/// Two products with stock, one pending reservation, one reservation about to expire.
-fn prepare() -> (World, ReservationId) {
+/// The pending reservations `prepare` makes: one of two lines, one of one line (their
+/// release and commit take different paths).
+struct Held {
+    many: ReservationId,
+    one: ReservationId,
+}
+
+/// Two products with stock, two pending reservations, one reservation about to expire.
+fn prepare() -> (World, Held) {
     let w = World::new();
     let svc = w.svc();
     svc.update_stock(update("a", 10)).unwrap();
     svc.update_stock(update("b", 4)).unwrap();
-    let held = svc.reserve(reserve(&[("a", 2), ("b", 1)])).unwrap();
+    let many = svc.reserve(reserve(&[("a", 2), ("b", 1)])).unwrap();
+    let one = svc.reserve(reserve(&[("b", 1)])).unwrap();
     let mut short = reserve(&[("a", 1)]);
     short.ttl_ms = Some(1_000);
     svc.reserve(short).unwrap();
-    (w, held.reservation_id)
+    let held = Held {
+        many: many.reservation_id,
+        one: one.reservation_id,
+    };
+    (w, held)
 }
 
 /// Runs `op` with an idempotency key, so that running it again is a client's retry.
-fn run(op: Op, svc: &Service, held: &ReservationId, w: &World) -> Result<(), String> {
+fn run(op: Op, svc: &Service, held: &Held, w: &World) -> Result<(), String> {
     let k = key(&format!("{op:?}"));
     match op {
         Op::Update => {
@@ -70,9 +86,14 @@ fn run(op: Op, svc: &Service, held: &ReservationId, w: &World) -> Result<(), Str
             c.idempotency_key = k;
             svc.reserve(c).map(drop).map_err(|e| e.to_string())
         }
-        Op::Release => svc.release(held).map(drop).map_err(|e| e.to_string()),
+        Op::Release => svc.release(&held.many).map(drop).map_err(|e| e.to_string()),
         Op::Commit => svc
-            .commit(held, &order("o-1"))
+            .commit(&held.many, &order("o-1"))
+            .map(drop)
+            .map_err(|e| e.to_string()),
+        Op::ReleaseOne => svc.release(&held.one).map(drop).map_err(|e| e.to_string()),
+        Op::CommitOne => svc
+            .commit(&held.one, &order("o-1"))
             .map(drop)
             .map_err(|e| e.to_string()),
         Op::Sweep => {
@@ -135,7 +156,7 @@ fn calls_budget(op: Op) -> u64 {
 
 /// The retried operation took effect exactly once. (By then the one-second reservation
 /// of `prepare` has expired.)
-fn assert_effect_once(op: Op, w: &World, held: &ReservationId) {
+fn assert_effect_once(op: Op, w: &World, held: &Held) {
     let svc = w.svc();
     let a = svc.get_stock(&pid("a")).unwrap();
     let b = svc.get_stock(&pid("b")).unwrap();
@@ -145,23 +166,38 @@ fn assert_effect_once(op: Op, w: &World, held: &ReservationId) {
         Op::ReserveOne => assert_eq!(a.reserved_quantity, 2 + 3),
         Op::ReserveMany => {
             assert_eq!(a.reserved_quantity, 2 + 1);
-            assert_eq!(b.reserved_quantity, 1 + 2);
+            assert_eq!(b.reserved_quantity, 1 + 1 + 2);
         }
         Op::ReserveRejected => {
             assert_eq!(a.reserved_quantity, 2);
-            assert_eq!(b.reserved_quantity, 1);
+            assert_eq!(b.reserved_quantity, 1 + 1);
         }
         Op::Release => {
             assert_eq!(a.reserved_quantity, 0);
-            assert_eq!(b.reserved_quantity, 0);
-            let r = svc.get_reservation(held).unwrap();
+            assert_eq!(b.reserved_quantity, 1);
+            let r = svc.get_reservation(&held.many).unwrap();
             assert_eq!(r.status, ReservationStatus::Released);
         }
         Op::Commit => {
             assert_eq!((a.on_hand, a.committed_quantity), (8, 2));
             assert_eq!((b.on_hand, b.committed_quantity), (3, 1));
-            let r = svc.get_reservation(held).unwrap();
+            let r = svc.get_reservation(&held.many).unwrap();
             assert_eq!(r.status, ReservationStatus::Committed);
+        }
+        Op::ReleaseOne => {
+            assert_eq!((a.reserved_quantity, b.reserved_quantity), (2, 1));
+            let r = svc.get_reservation(&held.one).unwrap();
+            assert_eq!(r.status, ReservationStatus::Released);
+        }
+        Op::CommitOne => {
+            assert_eq!(
+                (b.on_hand, b.committed_quantity, b.reserved_quantity),
+                (3, 1, 1)
+            );
+            assert_eq!(a.committed_quantity, 0);
+            let r = svc.get_reservation(&held.one).unwrap();
+            assert_eq!(r.status, ReservationStatus::Committed);
+            assert_eq!(r.order_id, Some(order("o-1")));
         }
         Op::Sweep => {
             let expired = svc

@@ -99,6 +99,12 @@ pub struct Shortage {
 }
 
 impl ReservationRecord {
+    /// A pending reservation of one line, whose release or commit is decided by its
+    /// product's compare-and-swap alone (see `service::reservations`).
+    pub fn is_one_line_pending(&self) -> bool {
+        self.state == ReservationState::Pending && self.lines.len() == 1
+    }
+
     pub fn status(&self, now: u64) -> ReservationStatus {
         match self.state {
             ReservationState::Reserving | ReservationState::Pending if now >= self.expires_at => {

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use super::event::{HistoryEntry, Levels};
-use super::ids::{ProductId, WarehouseId};
+use super::ids::{OrderId, ProductId, WarehouseId};
 
 /// One warehouse's figures for one product.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,6 +136,9 @@ pub struct InflightLine {
     /// units were sold meanwhile).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub committed: Option<u64>,
+    /// The order a one-line reservation was committed to, until its record says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<OrderId>,
 }
 
 /// The stored record of one product (`stock/{product_id}`).

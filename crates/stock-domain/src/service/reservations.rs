@@ -25,6 +25,14 @@
 //!    means "released or committed already", so a finisher that finds no entry re-reads
 //!    the reservation before touching the recorded hold.
 //!
+//! A reservation of **one line** needs no separate decision: its product's
+//! compare-and-swap decides everything. Reserving places the hold and only then writes
+//! the record, already `Pending`; releasing and committing go straight to the product
+//! step, whose in-flight entry (`Released`, or `Committed` with the order) is the
+//! decision until the record, written next, says the same. A request that dies in
+//! between is finished by a retry, by the next lookup or sweep that finds the record
+//! stale (`adopt_finished`), or, for a hold no record knows, by the hold's expiry.
+//!
 //! Holds carry their expiry, so a reservation abandoned by a crashed request holds its
 //! units at most until its TTL, and reads are exact without any scheduler.
 
@@ -161,6 +169,21 @@ enum Placement {
     Short(Shortage),
     /// The reservation was released before this line could be placed.
     Cancelled,
+}
+
+/// What the product step of a one-line release or commit found.
+enum LineOutcome {
+    /// Committed, by this call or an earlier one (the product record says so).
+    Committed {
+        units: u64,
+        order_id: Option<OrderId>,
+    },
+    /// Released, by this call or an earlier one.
+    Released,
+    /// The hold had lapsed before anything was done.
+    Lapsed,
+    /// The reservation record is no longer pending: answer from it.
+    Recorded,
 }
 
 /// Where the units of a line come from: the named warehouse, or else the warehouses
@@ -413,16 +436,37 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         let record = self
             .read_reservation(id)?
             .ok_or_else(|| GetReservationError::NotFound(id.clone()))?;
-        let record =
-            if !record.state.is_settled() && record.updated_at + STALE_AFTER_MS <= self.now() {
-                self.drive(record)?
-            } else {
-                record
-            };
+        let stale = record.updated_at + STALE_AFTER_MS <= self.now();
+        let record = if record.is_one_line_pending() && stale {
+            self.adopt_finished(record)?
+        } else if !record.state.is_settled() && stale {
+            self.drive(record)?
+        } else {
+            record
+        };
         Ok(record.view(self.now()))
     }
 
     pub fn release(&self, id: &ReservationId) -> Result<ReservationView, ReleaseError> {
+        let current = self
+            .read_reservation(id)?
+            .ok_or_else(|| ReleaseError::NotFound(id.clone()))?;
+        if current.is_one_line_pending() {
+            match self.finish_one(&current, LineEffect::Released, None)? {
+                LineOutcome::Released => {
+                    let done = self.record_finish(current, LineEffect::Released, 0, None)?;
+                    return Ok(done.view(self.now()));
+                }
+                LineOutcome::Committed { units, order_id } => {
+                    self.record_finish(current, LineEffect::Committed, units, order_id)?;
+                    return Err(ReleaseError::AlreadyCommitted);
+                }
+                // Lapsed: nothing is held any more, and the reservation shows as expired.
+                LineOutcome::Lapsed => return Ok(current.view(self.now())),
+                // Its record moved on meanwhile: answer from it, below.
+                LineOutcome::Recorded => {}
+            }
+        }
         let missing = || ReleaseError::NotFound(id.clone());
         let decided = self.transition(id, missing, |r, now| match r.state {
             ReservationState::Committing | ReservationState::Committed => {
@@ -452,6 +496,38 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         let current = self
             .read_reservation(id)?
             .ok_or_else(|| CommitError::NotFound(id.clone()))?;
+        if current.is_one_line_pending() {
+            if self.now() >= current.expires_at {
+                return Err(CommitError::Expired {
+                    expires_at: current.expires_at,
+                });
+            }
+            match self.finish_one(&current, LineEffect::Committed, Some(order_id))? {
+                LineOutcome::Committed {
+                    units,
+                    order_id: to,
+                } => {
+                    let done =
+                        self.record_finish(current, LineEffect::Committed, units, to.clone())?;
+                    return match to {
+                        Some(to) if &to != order_id => {
+                            Err(CommitError::OrderMismatch { committed_to: to })
+                        }
+                        _ => Ok(done.view(self.now())),
+                    };
+                }
+                LineOutcome::Released => {
+                    self.record_finish(current, LineEffect::Released, 0, None)?;
+                    return Err(CommitError::AlreadyReleased);
+                }
+                LineOutcome::Lapsed => {
+                    return Err(CommitError::Expired {
+                        expires_at: current.expires_at,
+                    });
+                }
+                LineOutcome::Recorded => {}
+            }
+        }
         // A commit may arrive while the reservation is still being placed (its request
         // died): finish placing it first.
         if current.state == ReservationState::Reserving {
@@ -508,10 +584,18 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                 record.state,
                 ReservationState::Reserving | ReservationState::Pending
             ) && now >= record.expires_at;
+            let stale = record.updated_at + STALE_AFTER_MS <= now;
             if lapsed {
-                self.record_expiry(record)?;
-                report.expired.push(id);
-            } else if !record.state.is_settled() && record.updated_at + STALE_AFTER_MS <= now {
+                if self.record_expiry(record)? {
+                    report.expired.push(id);
+                } else {
+                    report.repaired.push(id);
+                }
+            } else if record.is_one_line_pending() && stale {
+                if self.adopt_finished(record)?.state != ReservationState::Pending {
+                    report.repaired.push(id);
+                }
+            } else if !record.state.is_settled() && stale {
                 self.drive(record)?;
                 report.repaired.push(id);
             }
@@ -519,7 +603,15 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         Ok(report)
     }
 
-    fn record_expiry(&self, record: ReservationRecord) -> Result<(), ExpireError> {
+    /// Returns false when the reservation turns out to have been committed or released
+    /// before its expiry (a one-line step whose request died before recording it): its
+    /// record is then finished instead.
+    fn record_expiry(&self, record: ReservationRecord) -> Result<bool, ExpireError> {
+        if record.is_one_line_pending()
+            && self.adopt_finished(record.clone())?.state != ReservationState::Pending
+        {
+            return Ok(false);
+        }
         // History first, keyed by an operation id derived from the reservation, so a
         // sweep that dies half-way and runs again does not record an expiry twice.
         let op = format!("x{:016x}", storage::digest(&["expire", record.id.as_str()]));
@@ -528,6 +620,15 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                 let Some(current) = current else {
                     return Ok::<_, ExpireError>(Step::Keep(()));
                 };
+                // A one-line step finished meanwhile: not an expiry (the record is
+                // finished by the next read of it).
+                if current
+                    .inflight
+                    .get(record.id.as_str())
+                    .is_some_and(|e| e.effect != LineEffect::Held)
+                {
+                    return Ok(Step::Keep(()));
+                }
                 let mut e = NewEvent::new(EventKind::ReservationExpired, line.quantity as i64);
                 e.reservation_id = Some(record.id.to_string());
                 Ok(Step::Write {
@@ -549,7 +650,159 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                 next
             }))
         })?;
-        Ok(())
+        Ok(true)
+    }
+
+    /// Finishes the record of a one-line reservation whose product step is done but not
+    /// recorded (its request died in between); returns the record as it ends up.
+    fn adopt_finished(&self, record: ReservationRecord) -> Result<ReservationRecord, EngineError> {
+        let Some(product) = self.read_product(&record.lines[0].product_id)? else {
+            return Ok(record);
+        };
+        let Some(entry) = product.inflight.get(record.id.as_str()) else {
+            return Ok(record);
+        };
+        match entry.effect {
+            LineEffect::Held => Ok(record),
+            effect => {
+                let (units, order_id) = (entry.committed.unwrap_or(0), entry.order_id.clone());
+                self.record_finish(record, effect, units, order_id)
+            }
+        }
+    }
+
+    /// Writes the settled record of a one-line reservation whose product step is done.
+    /// Every writer writes the same outcome, the one the product record holds, so a
+    /// plain write is enough.
+    fn record_finish(
+        &self,
+        mut record: ReservationRecord,
+        effect: LineEffect,
+        units: u64,
+        order_id: Option<OrderId>,
+    ) -> Result<ReservationRecord, EngineError> {
+        let now = self.now();
+        record.state = match effect {
+            LineEffect::Committed => ReservationState::Committed,
+            _ => ReservationState::Released,
+        };
+        if effect == LineEffect::Committed {
+            record.order_id = order_id;
+            record.lines[0].committed = Some(units);
+        }
+        record.version += 1;
+        record.updated_at = now;
+        self.kv
+            .set(&keys::reservation(&record.id), &storage::encode(&record))?;
+        Ok(record)
+    }
+
+    /// The product step of a one-line release or commit: the decision point of both.
+    /// The in-flight entry it leaves says what was done until the record says it too.
+    fn finish_one(
+        &self,
+        record: &ReservationRecord,
+        target: LineEffect,
+        order_id: Option<&OrderId>,
+    ) -> Result<LineOutcome, EngineError> {
+        let line = &record.lines[0];
+        let rid = record.id.as_str();
+        let op = self.fresh_op();
+        let outcome = self.write_product(&line.product_id, &op, |current, now| {
+            let Some(current) = current else {
+                return Ok::<_, EngineError>(Step::Keep(LineOutcome::Lapsed));
+            };
+            let entry = current.inflight.get(rid);
+            match entry {
+                Some(e) if e.effect == LineEffect::Committed => {
+                    return Ok(Step::Keep(LineOutcome::Committed {
+                        units: e.committed.unwrap_or(0),
+                        order_id: e.order_id.clone(),
+                    }));
+                }
+                Some(e) if e.effect == LineEffect::Released => {
+                    return Ok(Step::Keep(LineOutcome::Released));
+                }
+                _ => {}
+            }
+            // Decided at the time of this compare-and-swap, so an expiry sweep and a
+            // finisher never both win.
+            if now >= record.expires_at {
+                return Ok(Step::Keep(LineOutcome::Lapsed));
+            }
+            // "No entry" also means "finished, recorded, and the entry dropped", which
+            // happens only once the record says so: its state tells the two apart.
+            if entry.is_none()
+                && self
+                    .read_reservation(&record.id)?
+                    .is_none_or(|r| r.state != ReservationState::Pending)
+            {
+                return Ok(Step::Keep(LineOutcome::Recorded));
+            }
+            let mut next = current.clone();
+            let mut released = 0;
+            // A hold placed by another operation than the recorded one is a racing
+            // duplicate: give it back whatever the target.
+            if let Some(stray) = entry.filter(|e| line.placement.as_deref() != Some(e.op.as_str()))
+            {
+                released += unhold(&mut next.warehouses, stray, now);
+            }
+            let mut units = 0;
+            if target == LineEffect::Committed {
+                units = commit_allocations(
+                    &mut next.warehouses,
+                    &line.allocations,
+                    record.expires_at,
+                    now,
+                );
+            } else {
+                released += release_allocations(
+                    &mut next.warehouses,
+                    &line.allocations,
+                    record.expires_at,
+                    now,
+                );
+            }
+            next.inflight.insert(
+                rid.to_owned(),
+                InflightLine {
+                    effect: target,
+                    allocations: Vec::new(),
+                    expires_at: record.expires_at,
+                    since: now,
+                    op: op.clone(),
+                    committed: (target == LineEffect::Committed).then_some(units),
+                    order_id: order_id.cloned(),
+                },
+            );
+            let mut events = Vec::new();
+            if released > 0 {
+                let mut e = NewEvent::new(EventKind::StockReleased, released as i64);
+                e.reservation_id = Some(rid.to_owned());
+                events.push(e);
+            }
+            let result = if target == LineEffect::Committed {
+                let mut e = NewEvent::new(EventKind::StockCommitted, units as i64);
+                e.reservation_id = Some(rid.to_owned());
+                e.order_id = order_id.map(|o| o.to_string());
+                events.push(e);
+                LineOutcome::Committed {
+                    units,
+                    order_id: order_id.cloned(),
+                }
+            } else {
+                LineOutcome::Released
+            };
+            Ok(Step::Write {
+                record: next,
+                events,
+                result,
+            })
+        })?;
+        Ok(match outcome {
+            Outcome::Written { result, .. } | Outcome::Kept(result) => result,
+            Outcome::AlreadyApplied(_) => unreachable!("a fresh operation id is never applied"),
+        })
     }
 
     /// Compare-and-swap on a reservation record. `decide` returns the next record, or
@@ -696,6 +949,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                     since: now,
                     op: op.clone(),
                     committed: None,
+                    order_id: None,
                 },
             );
             Ok(Step::Write {
@@ -826,6 +1080,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                     since: now,
                     op: op.clone(),
                     committed: (target == LineEffect::Committed).then_some(units_committed),
+                    order_id: record.order_id.clone(),
                 },
             );
             let mut events = Vec::new();

@@ -132,7 +132,7 @@ impl World {
                 "on-hand of {id} is not conserved"
             );
             assert_eq!(levels.committed as i64, committed, "committed of {id}");
-            let pending: u64 = pending_units(&reservations, &id, now);
+            let pending: u64 = pending_units(&reservations, &id, &record, now);
             assert!(
                 levels.reserved >= pending,
                 "{id}: {pending} units promised by pending reservations but only {} held",
@@ -157,9 +157,23 @@ impl World {
             );
         }
         for (id, record) in self.products() {
+            for r in reservations
+                .iter()
+                .filter(|r| r.state == ReservationState::Pending)
+            {
+                assert!(
+                    record
+                        .inflight
+                        .get(r.id.as_str())
+                        .is_none_or(|e| e.effect == LineEffect::Held),
+                    "reservation {} still pending although {id} says {:?}",
+                    r.id,
+                    record.inflight[r.id.as_str()].effect
+                );
+            }
             assert_eq!(
                 record.levels(now).reserved,
-                pending_units(&reservations, &id, now) + self.orphaned_units(&id),
+                pending_units(&reservations, &id, &record, now) + self.orphaned_units(&id),
                 "{id}: holds differ from pending reservations; record {record:?}"
             );
         }
@@ -189,11 +203,24 @@ impl World {
     }
 }
 
-fn pending_units(reservations: &[ReservationRecord], id: &ProductId, now: u64) -> u64 {
+/// Units promised by pending reservations on product `id`. A one-line reservation is
+/// pending until its product step is done, even before its record says so (the product
+/// record is its decision point).
+fn pending_units(
+    reservations: &[ReservationRecord],
+    id: &ProductId,
+    record: &ProductRecord,
+    now: u64,
+) -> u64 {
     reservations
         .iter()
         .filter(|r| {
-            r.status(now) == ReservationStatus::Pending && r.state == ReservationState::Pending
+            r.status(now) == ReservationStatus::Pending
+                && r.state == ReservationState::Pending
+                && record
+                    .inflight
+                    .get(r.id.as_str())
+                    .is_none_or(|e| e.effect == LineEffect::Held)
         })
         .flat_map(|r| &r.lines)
         .filter(|l| &l.product_id == id)
