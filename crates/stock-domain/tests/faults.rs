@@ -121,6 +121,7 @@ fn a_crash_after_any_store_call_loses_nothing_and_the_next_requests_repair() {
             let retried = run(op, &w.svc(), &held, &w);
             w.repair();
             w.check_settled();
+            w.check_records_agree();
             // The retry adopts whatever the dying request placed.
             assert_eq!(
                 w.orphaned_units(&pid("a")) + w.orphaned_units(&pid("b")),
@@ -225,6 +226,7 @@ fn a_crash_with_no_retry_is_repaired_by_later_requests_alone() {
             w.check();
             w.repair();
             w.check_settled();
+            w.check_records_agree();
             // Only a one-line reserve can die leaving a hold no reservation records,
             // and only its own units.
             let orphaned = w.orphaned_units(&pid("a")) + w.orphaned_units(&pid("b"));
@@ -251,6 +253,7 @@ fn every_operation_applies_once_on(plan: impl Fn(u64) -> FaultPlan) {
         );
         w.repair();
         w.check_settled();
+        w.check_records_agree();
         assert_effect_once(op, &w, &held);
     }
 }
@@ -559,6 +562,7 @@ mod interleavings {
             }
             w.repair();
             w.check_settled();
+            w.check_records_agree();
         }
     }
 }

@@ -519,6 +519,54 @@ fn commit_takes_units_for_good_and_is_idempotent_for_the_same_order() {
 }
 
 #[test]
+fn one_line_releases_and_commits_are_recorded_with_the_products_next_history_batch() {
+    let mut w = World::new();
+    stocked(&w, "p", 100);
+    let svc = w.svc();
+    let committed = svc.reserve(reserve(&[("p", 2)])).unwrap().reservation_id;
+    let released = svc.reserve(reserve(&[("p", 3)])).unwrap().reservation_id;
+    svc.commit(&committed, &order("o1")).unwrap();
+    svc.release(&released).unwrap();
+    // Lookups see the outcome at once, before the records are written.
+    let seen = svc.get_reservation(&committed).unwrap();
+    assert_eq!(
+        (seen.status, seen.order_id),
+        (ReservationStatus::Committed, Some(order("o1")))
+    );
+    assert_eq!(
+        svc.get_reservation(&released).unwrap().status,
+        ReservationStatus::Released
+    );
+    // A few more writes on the product flush its history, and the records with it.
+    for _ in 0..Config::default().outbox_len + 1 {
+        let r = svc.reserve(reserve(&[("p", 1)])).unwrap();
+        svc.release(&r.reservation_id).unwrap();
+    }
+    let stored = |id: &ReservationId| {
+        w.reservations()
+            .into_iter()
+            .find(|r| &r.id == id)
+            .expect("reservation record")
+    };
+    let c = stored(&committed);
+    assert_eq!(
+        (c.state, c.order_id, c.lines[0].committed),
+        (ReservationState::Committed, Some(order("o1")), Some(2))
+    );
+    assert_eq!(stored(&released).state, ReservationState::Released);
+    let product: ProductRecord =
+        serde_json::from_slice(&w.kv.snapshot()[&stock_domain::storage::keys::product(&pid("p"))])
+            .unwrap();
+    assert!(
+        !product.inflight.contains_key(committed.as_str())
+            && !product.inflight.contains_key(released.as_str()),
+        "entries of recorded reservations leave the product record: {:?}",
+        product.inflight.keys()
+    );
+    w.check_settled();
+}
+
+#[test]
 fn commit_to_another_order_is_refused() {
     let w = World::new();
     stocked(&w, "p", 10);

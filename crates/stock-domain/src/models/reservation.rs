@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 
 use super::ids::{OrderId, ProductId, ReservationId, WarehouseId};
-use super::stock::Allocation;
+use super::stock::{Allocation, LineEffect};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -103,6 +103,29 @@ impl ReservationRecord {
     /// product's compare-and-swap alone (see `service::reservations`).
     pub fn is_one_line_pending(&self) -> bool {
         self.state == ReservationState::Pending && self.lines.len() == 1
+    }
+
+    /// This one-line reservation once its product step `effect` (released, or committed
+    /// `units` to `order_id`) is done.
+    pub fn finished(
+        mut self,
+        effect: LineEffect,
+        units: u64,
+        order_id: Option<OrderId>,
+        now: u64,
+    ) -> Self {
+        if effect == LineEffect::Committed {
+            self.state = ReservationState::Committed;
+            self.order_id = order_id;
+            if let Some(line) = self.lines.first_mut() {
+                line.committed = Some(units);
+            }
+        } else {
+            self.state = ReservationState::Released;
+        }
+        self.version += 1;
+        self.updated_at = now;
+        self
     }
 
     pub fn status(&self, now: u64) -> ReservationStatus {

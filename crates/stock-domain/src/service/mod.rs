@@ -258,13 +258,16 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                 if record.outbox.len() > self.config.outbox_len {
                     let stored = current.map_or(0, |c| c.seq);
                     let leaving = record.outbox.iter().take_while(|e| e.seq <= stored).count();
-                    let entries: Vec<(String, Vec<u8>)> = record
+                    let mut batch: Vec<(String, Vec<u8>)> = record
                         .outbox
                         .drain(..leaving)
                         .map(|e| (keys::history(id, e.seq), storage::encode(&e)))
                         .collect();
-                    if !entries.is_empty() {
-                        self.kv.set_many(&entries).map_err(EngineError::from)?;
+                    if let Some(current) = current {
+                        batch.extend(self.finished_records(current, &mut record, now)?);
+                    }
+                    if !batch.is_empty() {
+                        self.kv.set_many(&batch).map_err(EngineError::from)?;
                     }
                 }
                 Ok(Decision::Write(record, result))
@@ -277,6 +280,38 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                 .append(&mut alerts);
         }
         Ok(outcome)
+    }
+
+    /// The settled records of the one-line reservations that the stored product record
+    /// says are released or committed while their own records still say pending, to be
+    /// written in the same batch as the history; their entries leave `record`. Only
+    /// stored steps qualify: they are decided, whereas this attempt may never land.
+    fn finished_records(
+        &self,
+        current: &ProductRecord,
+        record: &mut ProductRecord,
+        now: u64,
+    ) -> Result<Vec<(String, Vec<u8>)>, EngineError> {
+        let mut batch = Vec::new();
+        for (rid, entry) in &current.inflight {
+            if entry.effect == LineEffect::Held || record.inflight.get(rid) != Some(entry) {
+                continue;
+            }
+            let Ok(res_id) = crate::models::ReservationId::parse(rid.as_str()) else {
+                continue;
+            };
+            let Some(reservation) = self.read_reservation(&res_id)? else {
+                continue;
+            };
+            if !reservation.is_one_line_pending() {
+                continue;
+            }
+            let (units, order_id) = (entry.committed.unwrap_or(0), entry.order_id.clone());
+            let done = reservation.finished(entry.effect, units, order_id, now);
+            batch.push((keys::reservation(&res_id), storage::encode(&done)));
+            record.inflight.remove(rid);
+        }
+        Ok(batch)
     }
 
     /// Looks at the oldest in-flight reservation lines of a product and finishes what

@@ -437,8 +437,8 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
             .read_reservation(id)?
             .ok_or_else(|| GetReservationError::NotFound(id.clone()))?;
         let stale = record.updated_at + STALE_AFTER_MS <= self.now();
-        let record = if record.is_one_line_pending() && stale {
-            self.adopt_finished(record)?
+        let record = if record.is_one_line_pending() {
+            self.with_product_step(record)?
         } else if !record.state.is_settled() && stale {
             self.drive(record)?
         } else {
@@ -454,13 +454,11 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         if current.is_one_line_pending() {
             match self.finish_one(&current, LineEffect::Released, None)? {
                 LineOutcome::Released => {
-                    let done = self.record_finish(current, LineEffect::Released, 0, None)?;
-                    return Ok(done.view(self.now()));
+                    let now = self.now();
+                    let done = current.finished(LineEffect::Released, 0, None, now);
+                    return Ok(done.view(now));
                 }
-                LineOutcome::Committed { units, order_id } => {
-                    self.record_finish(current, LineEffect::Committed, units, order_id)?;
-                    return Err(ReleaseError::AlreadyCommitted);
-                }
+                LineOutcome::Committed { .. } => return Err(ReleaseError::AlreadyCommitted),
                 // Lapsed: nothing is held any more, and the reservation shows as expired.
                 LineOutcome::Lapsed => return Ok(current.view(self.now())),
                 // Its record moved on meanwhile: answer from it, below.
@@ -507,19 +505,18 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                     units,
                     order_id: to,
                 } => {
-                    let done =
-                        self.record_finish(current, LineEffect::Committed, units, to.clone())?;
                     return match to {
                         Some(to) if &to != order_id => {
                             Err(CommitError::OrderMismatch { committed_to: to })
                         }
-                        _ => Ok(done.view(self.now())),
+                        to => {
+                            let now = self.now();
+                            let done = current.finished(LineEffect::Committed, units, to, now);
+                            Ok(done.view(now))
+                        }
                     };
                 }
-                LineOutcome::Released => {
-                    self.record_finish(current, LineEffect::Released, 0, None)?;
-                    return Err(CommitError::AlreadyReleased);
-                }
+                LineOutcome::Released => return Err(CommitError::AlreadyReleased),
                 LineOutcome::Lapsed => {
                     return Err(CommitError::Expired {
                         expires_at: current.expires_at,
@@ -653,48 +650,35 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         Ok(true)
     }
 
-    /// Finishes the record of a one-line reservation whose product step is done but not
-    /// recorded (its request died in between); returns the record as it ends up.
-    fn adopt_finished(&self, record: ReservationRecord) -> Result<ReservationRecord, EngineError> {
+    /// A pending one-line reservation as its product record says it is: released or
+    /// committed already if the product step is done (its record is written later, with
+    /// the product's next batch of history).
+    fn with_product_step(
+        &self,
+        record: ReservationRecord,
+    ) -> Result<ReservationRecord, EngineError> {
         let Some(product) = self.read_product(&record.lines[0].product_id)? else {
             return Ok(record);
         };
-        let Some(entry) = product.inflight.get(record.id.as_str()) else {
-            return Ok(record);
-        };
-        match entry.effect {
-            LineEffect::Held => Ok(record),
-            effect => {
-                let (units, order_id) = (entry.committed.unwrap_or(0), entry.order_id.clone());
-                self.record_finish(record, effect, units, order_id)
+        Ok(match product.inflight.get(record.id.as_str()) {
+            Some(e) if e.effect != LineEffect::Held => {
+                let (units, order_id) = (e.committed.unwrap_or(0), e.order_id.clone());
+                record.finished(e.effect, units, order_id, self.now())
             }
-        }
+            _ => record,
+        })
     }
 
-    /// Writes the settled record of a one-line reservation whose product step is done.
-    /// Every writer writes the same outcome, the one the product record holds, so a
-    /// plain write is enough.
-    fn record_finish(
-        &self,
-        mut record: ReservationRecord,
-        effect: LineEffect,
-        units: u64,
-        order_id: Option<OrderId>,
-    ) -> Result<ReservationRecord, EngineError> {
-        let now = self.now();
-        record.state = match effect {
-            LineEffect::Committed => ReservationState::Committed,
-            _ => ReservationState::Released,
-        };
-        if effect == LineEffect::Committed {
-            record.order_id = order_id;
-            record.lines[0].committed = Some(units);
+    /// Writes the record of a one-line reservation whose product step is done but not yet
+    /// recorded; returns the record as it ends up. Every writer writes the outcome the
+    /// product record holds, so a plain write is enough.
+    fn adopt_finished(&self, record: ReservationRecord) -> Result<ReservationRecord, EngineError> {
+        let seen = self.with_product_step(record)?;
+        if seen.state != ReservationState::Pending {
+            self.kv
+                .set(&keys::reservation(&seen.id), &storage::encode(&seen))?;
         }
-        record.version += 1;
-        record.updated_at = now;
-        self.kv
-            .set(&keys::reservation(&record.id), &storage::encode(&record))?;
-        Ok(record)
+        Ok(seen)
     }
 
     /// The product step of a one-line release or commit: the decision point of both.

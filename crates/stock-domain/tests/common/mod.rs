@@ -157,25 +157,34 @@ impl World {
             );
         }
         for (id, record) in self.products() {
-            for r in reservations
-                .iter()
-                .filter(|r| r.state == ReservationState::Pending)
-            {
-                assert!(
-                    record
-                        .inflight
-                        .get(r.id.as_str())
-                        .is_none_or(|e| e.effect == LineEffect::Held),
-                    "reservation {} still pending although {id} says {:?}",
-                    r.id,
-                    record.inflight[r.id.as_str()].effect
-                );
-            }
             assert_eq!(
                 record.levels(now).reserved,
                 pending_units(&reservations, &id, &record, now) + self.orphaned_units(&id),
                 "{id}: holds differ from pending reservations; record {record:?}"
             );
+        }
+    }
+
+    /// After a repair: no reservation record still says pending when its product step
+    /// is done (lookups see through such a record at once, but its request died, so the
+    /// sweep writes it).
+    pub fn check_records_agree(&self) {
+        let reservations = self.reservations();
+        for (id, record) in self.products() {
+            for r in reservations
+                .iter()
+                .filter(|r| r.state == ReservationState::Pending)
+            {
+                if let Some(e) = record.inflight.get(r.id.as_str()) {
+                    assert_eq!(
+                        e.effect,
+                        LineEffect::Held,
+                        "reservation {} still pending although {id} says {:?}",
+                        r.id,
+                        e.effect
+                    );
+                }
+            }
         }
     }
 
