@@ -22,6 +22,7 @@ pub use stock::{
     UpdateStockError,
 };
 
+use std::collections::HashSet;
 use std::sync::{Mutex, PoisonError};
 
 use crate::models::{
@@ -199,6 +200,9 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
     {
         // The alerts of the latest attempt: the one that landed, if any did.
         let mut alerts = Vec::new();
+        // Keys this call has written out already: an attempt that lost a race does not
+        // write them again (they are decided, so the retry would store the same bytes).
+        let mut written_out = HashSet::new();
         let outcome = self.engine().update::<_, _, E>(
             &keys::product(id),
             op,
@@ -266,8 +270,10 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                     if let Some(current) = current {
                         batch.extend(self.finished_records(current, &mut record, now)?);
                     }
+                    batch.retain(|(key, _)| !written_out.contains(key));
                     if !batch.is_empty() {
                         self.kv.set_many(&batch).map_err(EngineError::from)?;
+                        written_out.extend(batch.into_iter().map(|(key, _)| key));
                     }
                 }
                 Ok(Decision::Write(record, result))
@@ -303,6 +309,14 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
             let Some(reservation) = self.read_reservation(&res_id)? else {
                 continue;
             };
+            let recorded = match entry.effect {
+                LineEffect::Committed => ReservationState::Committed,
+                _ => ReservationState::Released,
+            };
+            if reservation.state == recorded {
+                record.inflight.remove(rid);
+                continue;
+            }
             if !reservation.is_one_line_pending() {
                 continue;
             }

@@ -165,6 +165,8 @@ enum Placement {
     Placed {
         allocations: Vec<Allocation>,
         op: String,
+        /// When the hold lapses: the reservation's, or that of the placement found.
+        expires_at: u64,
     },
     Short(Shortage),
     /// The reservation was released before this line could be placed.
@@ -383,8 +385,19 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
     fn reserve_one(&self, mut record: ReservationRecord) -> Result<ReservationView, ReserveError> {
         let line = record.lines[0].clone();
         match self.place_line(&record, &line)? {
-            Placement::Placed { allocations, op } => {
+            Placement::Placed {
+                allocations,
+                op,
+                expires_at,
+            } => {
+                // A placement left by a request that died under the same idempotency key
+                // is this request's only if it holds what this one asks for.
+                let units: u64 = allocations.iter().map(|a| a.quantity).sum();
+                if units != line.quantity {
+                    return Err(ReserveError::IdempotencyMismatch);
+                }
                 record.state = ReservationState::Pending;
+                record.expires_at = expires_at;
                 record.lines[0].allocations = allocations;
                 record.lines[0].placement = Some(op);
             }
@@ -837,7 +850,9 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         let mut shortage = None;
         for line in &record.lines {
             match self.place_line(&record, line)? {
-                Placement::Placed { allocations, op } => placed.push((allocations, op)),
+                Placement::Placed {
+                    allocations, op, ..
+                } => placed.push((allocations, op)),
                 Placement::Short(s) => {
                     shortage = Some(s);
                     break;
@@ -891,6 +906,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                     LineEffect::Held => Placement::Placed {
                         allocations: entry.allocations.clone(),
                         op: entry.op.clone(),
+                        expires_at: entry.expires_at,
                     },
                     LineEffect::Released | LineEffect::Committed => Placement::Cancelled,
                 }));
@@ -942,6 +958,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                 result: Placement::Placed {
                     allocations,
                     op: op.clone(),
+                    expires_at: record.expires_at,
                 },
             })
         })?;

@@ -188,9 +188,11 @@ impl World {
         }
     }
 
-    /// Units held by in-flight entries whose reservation record does not exist: a one-line
-    /// reserve that died between its product step and its record, never retried. They
-    /// lapse at their expiry.
+    /// Units held by in-flight entries that no reservation record accounts for: a
+    /// one-line reserve that died between its product step and its record and was never
+    /// retried (or was retried under the same idempotency key for another product). The
+    /// next write of the product gives back such a hold once a record shows it is not
+    /// its own; otherwise it lapses at its expiry.
     pub fn orphaned_units(&self, id: &ProductId) -> u64 {
         let now = self.now();
         let snapshot = self.kv.snapshot();
@@ -202,9 +204,17 @@ impl World {
             .inflight
             .iter()
             .filter(|(rid, line)| {
-                line.effect == LineEffect::Held
-                    && line.expires_at > now
-                    && !snapshot.contains_key(&format!("{}{rid}", keys::RESERVATION_PREFIX))
+                let key = format!("{}{rid}", keys::RESERVATION_PREFIX);
+                let reservation: Option<ReservationRecord> = snapshot
+                    .get(&key)
+                    .map(|b| serde_json::from_slice(b).expect("reservation record"));
+                let recorded = reservation.is_some_and(|r| {
+                    !r.state.is_settled()
+                        || r.lines.iter().any(|l| {
+                            &l.product_id == id && l.placement.as_deref() == Some(&line.op)
+                        })
+                });
+                line.effect == LineEffect::Held && line.expires_at > now && !recorded
             })
             .flat_map(|(_, line)| &line.allocations)
             .map(|a| a.quantity)
