@@ -268,7 +268,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                         .map(|e| (keys::history(id, e.seq), storage::encode(&e)))
                         .collect();
                     if let Some(current) = current {
-                        batch.extend(self.finished_records(current, &mut record, now)?);
+                        batch.extend(self.finished_records(current, &mut record)?);
                     }
                     batch.retain(|(key, _)| !written_out.contains(key));
                     if !batch.is_empty() {
@@ -296,7 +296,6 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         &self,
         current: &ProductRecord,
         record: &mut ProductRecord,
-        now: u64,
     ) -> Result<Vec<(String, Vec<u8>)>, EngineError> {
         let mut batch = Vec::new();
         for (rid, entry) in &current.inflight {
@@ -321,7 +320,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                 continue;
             }
             let (units, order_id) = (entry.committed.unwrap_or(0), entry.order_id.clone());
-            let done = reservation.finished(entry.effect, units, order_id, now);
+            let done = reservation.finished(entry.effect, units, order_id, entry.since);
             batch.push((keys::reservation(&res_id), storage::encode(&done)));
             record.inflight.remove(rid);
         }

@@ -676,7 +676,8 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         Ok(match product.inflight.get(record.id.as_str()) {
             Some(e) if e.effect != LineEffect::Held => {
                 let (units, order_id) = (e.committed.unwrap_or(0), e.order_id.clone());
-                record.finished(e.effect, units, order_id, self.now())
+                // Stamped with the time of the step, so every lookup shows the same record.
+                record.finished(e.effect, units, order_id, e.since)
             }
             _ => record,
         })
