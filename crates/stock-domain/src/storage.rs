@@ -3,9 +3,9 @@
 //!
 //! The loop is written for the stores Spin actually ships (SPEC §5):
 //! - every write carries an operation id, remembered in a small ring inside the record,
-//!   so after any answer from `swap` (true or false) the next read tells whether the
-//!   write landed — a reported failure is never trusted and, with `verify_writes`, a
-//!   reported success is not either;
+//!   so after any answer from `swap` (true or false) the next read — made at once — tells
+//!   whether the write landed: a reported failure is never trusted and, with
+//!   `verify_writes`, a reported success is not either;
 //! - a record is never *created* by compare-and-swap (on SQLite that is an unconditional
 //!   upsert): the creator is elected with the store's atomic `increment` on a side key,
 //!   and the others wait for it;
@@ -259,7 +259,20 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> Engine<'_, K, C, I> {
                         });
                     }
                 }
-                Err(SwapError::CasFailed) => unsure = Some(result),
+                Err(SwapError::CasFailed) => {
+                    // Look at once, before any backoff: the longer the wait, the more
+                    // writes may land meanwhile and push this operation id out of the
+                    // ring. (On Spin's Redis store every swap lands here.)
+                    if let Some(landed) = read::<K, T>(self.kv, key)?
+                        && landed.ops().iter().any(|o| o == op)
+                    {
+                        return Ok(Outcome::Written {
+                            record: next,
+                            result,
+                        });
+                    }
+                    unsure = Some(result);
+                }
                 Err(SwapError::Store(e)) => return Err(EngineError::from(e).into()),
             }
         }
