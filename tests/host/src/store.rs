@@ -143,6 +143,23 @@ impl StoreAccess {
     }
 }
 
+/// The counter `increment` finds under `key` in Spin's SQLite store: absent is 0,
+/// otherwise exactly 8 little-endian bytes; any other length makes Spin panic
+/// (`expect("incorrect length")`), a host fault here.
+pub(crate) fn counter(key: &str, value: Option<&[u8]>) -> Result<i64, StoreError> {
+    let Some(bytes) = value else {
+        return Ok(0);
+    };
+    let bytes: [u8; 8] = bytes.try_into().map_err(|_| {
+        StoreError::HostFault(format!(
+            "increment of {key:?}: stored value is {} bytes, not an 8-byte \
+             little-endian i64 (Spin panics: \"incorrect length\")",
+            bytes.len()
+        ))
+    })?;
+    Ok(i64::from_le_bytes(bytes))
+}
+
 type Entries = Arc<Mutex<BTreeMap<String, Vec<u8>>>>;
 
 /// In-memory store with the semantics of Spin 4.0.2's default SQLite store.
@@ -225,19 +242,7 @@ impl HostStore for MemoryStore {
 
     async fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
         let mut entries = self.lock();
-        let current = match entries.get(key) {
-            None => 0,
-            Some(bytes) => {
-                let bytes: [u8; 8] = bytes.as_slice().try_into().map_err(|_| {
-                    StoreError::HostFault(format!(
-                        "increment of {key:?}: stored value is {} bytes, not an 8-byte \
-                         little-endian i64 (Spin panics: \"incorrect length\")",
-                        bytes.len()
-                    ))
-                })?;
-                i64::from_le_bytes(bytes)
-            }
-        };
+        let current = counter(key, entries.get(key).map(Vec::as_slice))?;
         let new_value = current.wrapping_add(delta);
         entries.insert(key.to_owned(), new_value.to_le_bytes().to_vec());
         Ok(new_value)

@@ -297,21 +297,10 @@ impl HostStore for SqliteStore {
         block_in_place(|| {
             let mut connection = lock(&self.connection);
             let transaction = connection.transaction().map_err(log_error)?;
-            let current = match select_value(&transaction, &self.name, key)? {
-                None => 0,
-                Some(bytes) => {
-                    // Spin: `expect("incorrect length")`, a panic; returning
-                    // drops `transaction`, which rolls back, as the unwind does.
-                    let bytes: [u8; 8] = bytes.as_slice().try_into().map_err(|_| {
-                        StoreError::HostFault(format!(
-                            "increment of {key:?}: stored value is {} bytes, not an 8-byte \
-                             little-endian i64 (Spin panics: \"incorrect length\")",
-                            bytes.len()
-                        ))
-                    })?;
-                    i64::from_le_bytes(bytes)
-                }
-            };
+            // On a bad length Spin panics; returning drops `transaction`, which rolls
+            // back, as the unwind does.
+            let stored = select_value(&transaction, &self.name, key)?;
+            let current = super::counter(key, stored.as_deref())?;
             let new_value = current.wrapping_add(delta);
             transaction
                 .prepare_cached(UPSERT)
