@@ -44,15 +44,16 @@ pub trait KeyValueStore {
     /// MUST return `Ok(None)` when the key is absent.
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError>;
 
-    /// Unconditional write. The domain only uses it for keys whose content is fixed once
-    /// written (reservation intents under fresh ids, history entries), so a duplicate
-    /// write stores the same bytes.
+    /// Unconditional write. The domain only uses it where every writer that may race
+    /// writes the same outcome: history entries (immutable), reservation intents under
+    /// fresh ids, and one-line reservation records once their product step has decided
+    /// them.
     fn set(&self, key: &str, value: &[u8]) -> Result<(), KvError>;
 
     /// Unconditional writes of several keys in one call (`wasi:keyvalue/batch`
-    /// `set-many`: one transaction on Spin's SQLite store). Used like `set`, only for
-    /// keys whose content is fixed once written, so the domain does not rely on it being
-    /// atomic: a partial write is completed by writing the same entries again.
+    /// `set-many`: one transaction on Spin's SQLite store). Used like `set`, only where
+    /// racing writers write the same outcome, so the domain does not rely on it being
+    /// atomic: a partial write is completed by writing the same outcome again.
     fn set_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), KvError>;
 
     /// MUST list every key of the store (all pages), in any order.
