@@ -292,6 +292,127 @@ impl HostCas for MemoryCas {
     }
 }
 
+/// The semantics of Spin's default store as checks, run against every backend that
+/// claims them ([`MemoryStore`] and [`sqlite::SqliteStore`]), so the two cannot drift.
+#[cfg(test)]
+pub(crate) mod spin_semantics {
+    use super::*;
+
+    pub(crate) async fn swap_after_current_compares(store: &dyn HostStore) {
+        store.set("k", b"v1").await.unwrap();
+        let mut unchanged = store.new_cas("k").await.unwrap();
+        assert_eq!(unchanged.current().await.unwrap(), Some(b"v1".to_vec()));
+        unchanged.swap(b"v2".to_vec()).await.unwrap();
+        assert_eq!(store.get("k").await.unwrap(), Some(b"v2".to_vec()));
+
+        let mut stale = store.new_cas("k").await.unwrap();
+        stale.current().await.unwrap();
+        store.set("k", b"theirs").await.unwrap();
+        assert_eq!(
+            stale.swap(b"lost".to_vec()).await,
+            Err(SwapError::CasFailed)
+        );
+        assert_eq!(store.get("k").await.unwrap(), Some(b"theirs".to_vec()));
+
+        // Deleted after current(): the UPDATE changes no row, so cas-failed.
+        let mut gone = store.new_cas("k").await.unwrap();
+        gone.current().await.unwrap();
+        store.delete("k").await.unwrap();
+        assert_eq!(gone.swap(b"x".to_vec()).await, Err(SwapError::CasFailed));
+        assert_eq!(store.get("k").await.unwrap(), None);
+    }
+
+    pub(crate) async fn swap_compares_against_the_latest_current(store: &dyn HostStore) {
+        store.set("k", b"a").await.unwrap();
+        let mut cas = store.new_cas("k").await.unwrap();
+        cas.current().await.unwrap();
+        store.set("k", b"b").await.unwrap();
+        assert_eq!(cas.current().await.unwrap(), Some(b"b".to_vec()));
+        cas.swap(b"c".to_vec()).await.unwrap();
+        assert_eq!(store.get("k").await.unwrap(), Some(b"c".to_vec()));
+    }
+
+    pub(crate) async fn swap_without_current_is_an_unconditional_upsert(store: &dyn HostStore) {
+        store.set("k", b"old").await.unwrap();
+        let mut cas = store.new_cas("k").await.unwrap();
+        store.set("k", b"changed").await.unwrap();
+        cas.swap(b"new".to_vec()).await.unwrap();
+        assert_eq!(store.get("k").await.unwrap(), Some(b"new".to_vec()));
+        // On an absent key, it creates it.
+        let mut create = store.new_cas("fresh").await.unwrap();
+        create.swap(b"created".to_vec()).await.unwrap();
+        assert_eq!(store.get("fresh").await.unwrap(), Some(b"created".to_vec()));
+    }
+
+    pub(crate) async fn swap_after_current_saw_no_key_is_an_unconditional_upsert(
+        store: &dyn HostStore,
+    ) {
+        // current() saw "absent", then someone else creates the key, and the swap
+        // still succeeds, overwriting it: no compare.
+        let mut cas = store.new_cas("k").await.unwrap();
+        assert_eq!(cas.current().await.unwrap(), None);
+        store.set("k", b"theirs").await.unwrap();
+        cas.swap(b"mine".to_vec()).await.unwrap();
+        assert_eq!(store.get("k").await.unwrap(), Some(b"mine".to_vec()));
+    }
+
+    pub(crate) async fn increment_uses_little_endian_i64_and_absent_is_zero(store: &dyn HostStore) {
+        assert_eq!(store.increment("n", 1).await, Ok(1));
+        assert_eq!(store.increment("n", 2).await, Ok(3));
+        assert_eq!(store.increment("n", -10).await, Ok(-7));
+        assert_eq!(
+            store.get("n").await.unwrap(),
+            Some((-7i64).to_le_bytes().to_vec())
+        );
+        store.set("n", &i64::MAX.to_le_bytes()).await.unwrap();
+        assert_eq!(store.increment("n", 1).await, Ok(i64::MIN));
+        // Any other length: Spin panics, a host fault here; the value is kept and the
+        // store still works.
+        store.set("text", b"12").await.unwrap();
+        assert!(matches!(
+            store.increment("text", 1).await,
+            Err(StoreError::HostFault(_))
+        ));
+        assert_eq!(store.get("text").await.unwrap(), Some(b"12".to_vec()));
+        assert_eq!(store.increment("m", 5).await, Ok(5));
+    }
+
+    pub(crate) async fn crud_list_and_batch(store: &dyn HostStore) {
+        assert!(!store.exists("b").await.unwrap());
+        assert_eq!(store.get("b").await.unwrap(), None);
+        store.set("b", b"2").await.unwrap();
+        store.set("a", b"first").await.unwrap();
+        store
+            .set_many(vec![
+                ("a".into(), b"1".to_vec()),
+                ("c".into(), b"3".to_vec()),
+            ])
+            .await
+            .unwrap();
+        assert!(store.exists("b").await.unwrap());
+        assert_eq!(store.get("a").await.unwrap(), Some(b"1".to_vec()));
+        assert_eq!(store.list_keys().await.unwrap(), ["a", "b", "c"]);
+        assert_eq!(
+            store
+                .get_many(vec!["c".into(), "zz".into(), "a".into(), "c".into()])
+                .await
+                .unwrap(),
+            vec![
+                ("a".to_owned(), Some(b"1".to_vec())),
+                ("c".to_owned(), Some(b"3".to_vec()))
+            ]
+        );
+        assert_eq!(store.get_many(vec!["nope".into()]).await, Ok(vec![]));
+        store
+            .delete_many(vec!["a".into(), "nope".into()])
+            .await
+            .unwrap();
+        store.delete("c").await.unwrap();
+        store.delete("c").await.unwrap();
+        assert_eq!(store.list_keys().await.unwrap(), ["b"]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,131 +424,24 @@ mod tests {
             .block_on(future)
     }
 
-    #[test]
-    fn absent_key_swap_is_an_unconditional_upsert() {
-        block_on(async {
-            let store = MemoryStore::new();
-            // current() saw "absent" …
-            let mut cas = store.new_cas("k").await.unwrap();
-            assert_eq!(cas.current().await.unwrap(), None);
-            // … then someone else creates the key …
-            store.set("k", b"theirs").await.unwrap();
-            // … and the swap still succeeds, overwriting it: no compare.
-            cas.swap(b"mine".to_vec()).await.unwrap();
-            assert_eq!(store.get("k").await.unwrap(), Some(b"mine".to_vec()));
-        });
+    /// Each of `spin_semantics`' checks on a fresh `MemoryStore`.
+    macro_rules! memory_store_has {
+        ($($check:ident),+ $(,)?) => {$(
+            #[test]
+            fn $check() {
+                block_on(spin_semantics::$check(&MemoryStore::new()));
+            }
+        )+};
     }
 
-    #[test]
-    fn swap_without_current_is_an_unconditional_upsert() {
-        block_on(async {
-            let store = MemoryStore::new();
-            store.set("k", b"old").await.unwrap();
-            let mut cas = store.new_cas("k").await.unwrap();
-            store.set("k", b"changed").await.unwrap();
-            cas.swap(b"new".to_vec()).await.unwrap();
-            assert_eq!(store.get("k").await.unwrap(), Some(b"new".to_vec()));
-        });
-    }
-
-    #[test]
-    fn swap_after_current_some_compares() {
-        block_on(async {
-            let store = MemoryStore::new();
-            store.set("k", b"v1").await.unwrap();
-
-            let mut unchanged = store.new_cas("k").await.unwrap();
-            assert_eq!(unchanged.current().await.unwrap(), Some(b"v1".to_vec()));
-            unchanged.swap(b"v2".to_vec()).await.unwrap();
-            assert_eq!(store.get("k").await.unwrap(), Some(b"v2".to_vec()));
-
-            let mut stale = store.new_cas("k").await.unwrap();
-            stale.current().await.unwrap();
-            store.set("k", b"v3").await.unwrap();
-            assert_eq!(
-                stale.swap(b"lost".to_vec()).await,
-                Err(SwapError::CasFailed)
-            );
-            assert_eq!(store.get("k").await.unwrap(), Some(b"v3".to_vec()));
-
-            // Deleted after current(): UPDATE changes no row → cas-failed.
-            let mut gone = store.new_cas("k").await.unwrap();
-            gone.current().await.unwrap();
-            store.delete("k").await.unwrap();
-            assert_eq!(gone.swap(b"x".to_vec()).await, Err(SwapError::CasFailed));
-            assert_eq!(store.get("k").await.unwrap(), None);
-        });
-    }
-
-    #[test]
-    fn swap_compares_against_the_latest_current() {
-        block_on(async {
-            let store = MemoryStore::new();
-            store.set("k", b"a").await.unwrap();
-            let mut cas = store.new_cas("k").await.unwrap();
-            cas.current().await.unwrap();
-            store.set("k", b"b").await.unwrap();
-            assert_eq!(cas.current().await.unwrap(), Some(b"b".to_vec()));
-            cas.swap(b"c".to_vec()).await.unwrap();
-            assert_eq!(store.get("k").await.unwrap(), Some(b"c".to_vec()));
-        });
-    }
-
-    #[test]
-    fn increment_uses_little_endian_i64_and_absent_is_zero() {
-        block_on(async {
-            let store = MemoryStore::new();
-            assert_eq!(store.increment("n", 1).await, Ok(1));
-            assert_eq!(store.increment("n", 2).await, Ok(3));
-            assert_eq!(store.increment("n", -10).await, Ok(-7));
-            assert_eq!(
-                store.get("n").await.unwrap(),
-                Some((-7i64).to_le_bytes().to_vec())
-            );
-            store.set("n", &i64::MAX.to_le_bytes()).await.unwrap();
-            assert_eq!(store.increment("n", 1).await, Ok(i64::MIN));
-            store.set("text", b"12").await.unwrap();
-            assert!(matches!(
-                store.increment("text", 1).await,
-                Err(StoreError::HostFault(_))
-            ));
-        });
-    }
-
-    #[test]
-    fn crud_list_and_batch() {
-        block_on(async {
-            let store = MemoryStore::new();
-            assert!(!store.exists("b").await.unwrap());
-            store.set("b", b"2").await.unwrap();
-            store
-                .set_many(vec![
-                    ("a".into(), b"1".to_vec()),
-                    ("c".into(), b"3".to_vec()),
-                ])
-                .await
-                .unwrap();
-            assert!(store.exists("b").await.unwrap());
-            assert_eq!(store.list_keys().await.unwrap(), ["a", "b", "c"]);
-            assert_eq!(
-                store
-                    .get_many(vec!["c".into(), "zz".into(), "a".into(), "c".into()])
-                    .await
-                    .unwrap(),
-                vec![
-                    ("a".to_owned(), Some(b"1".to_vec())),
-                    ("c".to_owned(), Some(b"3".to_vec()))
-                ]
-            );
-            store
-                .delete_many(vec!["a".into(), "nope".into()])
-                .await
-                .unwrap();
-            store.delete("c").await.unwrap();
-            store.delete("c").await.unwrap();
-            assert_eq!(store.list_keys().await.unwrap(), ["b"]);
-        });
-    }
+    memory_store_has!(
+        swap_after_current_compares,
+        swap_compares_against_the_latest_current,
+        swap_without_current_is_an_unconditional_upsert,
+        swap_after_current_saw_no_key_is_an_unconditional_upsert,
+        increment_uses_little_endian_i64_and_absent_is_zero,
+        crud_list_and_batch,
+    );
 
     #[test]
     fn open_checks_the_component_allow_list_first() {

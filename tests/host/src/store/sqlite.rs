@@ -413,176 +413,26 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread")]
-    async fn swap_after_current_succeeds_when_the_value_is_unchanged() {
-        let db = TempDatabase::new("swap-unchanged");
-        let store = db.open();
-        store.set("k", b"v1").await.unwrap();
-        let mut cas = store.new_cas("k").await.unwrap();
-        assert_eq!(cas.current().await.unwrap(), Some(b"v1".to_vec()));
-        cas.swap(b"v2".to_vec()).await.unwrap();
-        assert_eq!(store.get("k").await.unwrap(), Some(b"v2".to_vec()));
+    /// Each of the store contract's checks (`super::super::spin_semantics`) on a fresh
+    /// database file.
+    macro_rules! sqlite_store_has {
+        ($($check:ident),+ $(,)?) => {$(
+            #[tokio::test(flavor = "multi_thread")]
+            async fn $check() {
+                let db = TempDatabase::new(stringify!($check));
+                super::super::spin_semantics::$check(&db.open()).await;
+            }
+        )+};
     }
 
-    #[tokio::test(flavor = "multi_thread")]
-    async fn swap_after_current_fails_when_the_value_changed() {
-        let db = TempDatabase::new("swap-changed");
-        let store = db.open();
-        store.set("k", b"v1").await.unwrap();
-        let mut cas = store.new_cas("k").await.unwrap();
-        assert_eq!(cas.current().await.unwrap(), Some(b"v1".to_vec()));
-        store.set("k", b"theirs").await.unwrap();
-        assert_eq!(cas.swap(b"lost".to_vec()).await, Err(SwapError::CasFailed));
-        assert_eq!(store.get("k").await.unwrap(), Some(b"theirs".to_vec()));
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn swap_after_current_fails_when_the_key_was_deleted() {
-        let db = TempDatabase::new("swap-deleted");
-        let store = db.open();
-        store.set("k", b"v1").await.unwrap();
-        let mut cas = store.new_cas("k").await.unwrap();
-        cas.current().await.unwrap();
-        store.delete("k").await.unwrap();
-        assert_eq!(cas.swap(b"x".to_vec()).await, Err(SwapError::CasFailed));
-        assert_eq!(store.get("k").await.unwrap(), None);
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn swap_compares_against_the_latest_current() {
-        let db = TempDatabase::new("swap-latest");
-        let store = db.open();
-        store.set("k", b"a").await.unwrap();
-        let mut cas = store.new_cas("k").await.unwrap();
-        cas.current().await.unwrap();
-        store.set("k", b"b").await.unwrap();
-        assert_eq!(cas.current().await.unwrap(), Some(b"b".to_vec()));
-        cas.swap(b"c".to_vec()).await.unwrap();
-        assert_eq!(store.get("k").await.unwrap(), Some(b"c".to_vec()));
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn swap_without_current_is_an_unconditional_upsert() {
-        let db = TempDatabase::new("swap-blind");
-        let store = db.open();
-        store.set("k", b"old").await.unwrap();
-        let mut cas = store.new_cas("k").await.unwrap();
-        store.set("k", b"changed").await.unwrap();
-        cas.swap(b"new".to_vec()).await.unwrap();
-        assert_eq!(store.get("k").await.unwrap(), Some(b"new".to_vec()));
-
-        // On an absent key, it creates it.
-        let mut create = store.new_cas("fresh").await.unwrap();
-        create.swap(b"created".to_vec()).await.unwrap();
-        assert_eq!(store.get("fresh").await.unwrap(), Some(b"created".to_vec()));
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn swap_after_current_saw_no_key_is_an_unconditional_upsert() {
-        let db = TempDatabase::new("swap-absent");
-        let store = db.open();
-        let mut cas = store.new_cas("k").await.unwrap();
-        assert_eq!(cas.current().await.unwrap(), None);
-        // Someone else creates the key, and the swap still overwrites it.
-        store.set("k", b"theirs").await.unwrap();
-        cas.swap(b"mine".to_vec()).await.unwrap();
-        assert_eq!(store.get("k").await.unwrap(), Some(b"mine".to_vec()));
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn increment_stores_eight_little_endian_bytes_and_absent_is_zero() {
-        let db = TempDatabase::new("increment");
-        let store = db.open();
-        assert_eq!(store.increment("n", 1).await, Ok(1));
-        assert_eq!(store.increment("n", 2).await, Ok(3));
-        assert_eq!(store.increment("n", -10).await, Ok(-7));
-        assert_eq!(
-            store.get("n").await.unwrap(),
-            Some((-7i64).to_le_bytes().to_vec())
-        );
-        store.set("n", &i64::MAX.to_le_bytes()).await.unwrap();
-        assert_eq!(store.increment("n", 1).await, Ok(i64::MIN));
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn increment_of_a_value_that_is_not_eight_bytes_is_a_host_fault() {
-        let db = TempDatabase::new("increment-fault");
-        let store = db.open();
-        store.set("text", b"12").await.unwrap();
-        assert!(matches!(
-            store.increment("text", 1).await,
-            Err(StoreError::HostFault(_))
-        ));
-        // Rolled back, and the store still works (Spin's mutex would be poisoned).
-        assert_eq!(store.get("text").await.unwrap(), Some(b"12".to_vec()));
-        assert_eq!(store.increment("n", 5).await, Ok(5));
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn set_get_exists_delete_and_list_keys_behave_like_spin() {
-        let db = TempDatabase::new("crud");
-        let store = db.open();
-        assert!(!store.exists("b").await.unwrap());
-        assert_eq!(store.get("b").await.unwrap(), None);
-        store.set("b", b"2").await.unwrap();
-        store.set("a", b"first").await.unwrap();
-        store.set("a", b"1").await.unwrap();
-        assert!(store.exists("b").await.unwrap());
-        assert_eq!(store.get("a").await.unwrap(), Some(b"1".to_vec()));
-        // No ORDER BY, but the primary-key index yields sorted keys.
-        assert_eq!(store.list_keys().await.unwrap(), ["a", "b"]);
-        store.delete("a").await.unwrap();
-        store.delete("a").await.unwrap();
-        assert!(!store.exists("a").await.unwrap());
-        assert_eq!(store.list_keys().await.unwrap(), ["b"]);
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn get_many_returns_only_existing_keys_sorted_and_deduplicated() {
-        let db = TempDatabase::new("get-many");
-        let store = db.open();
-        store
-            .set_many(vec![
-                ("c".into(), b"3".to_vec()),
-                ("a".into(), b"1".to_vec()),
-                ("b".into(), b"2".to_vec()),
-            ])
-            .await
-            .unwrap();
-        assert_eq!(
-            store
-                .get_many(vec!["c".into(), "zz".into(), "a".into(), "c".into()])
-                .await
-                .unwrap(),
-            vec![
-                ("a".to_owned(), Some(b"1".to_vec())),
-                ("c".to_owned(), Some(b"3".to_vec()))
-            ]
-        );
-        assert_eq!(store.get_many(vec!["nope".into()]).await, Ok(vec![]));
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn set_many_and_delete_many_change_every_listed_key() {
-        let db = TempDatabase::new("batch");
-        let store = db.open();
-        store.set("a", b"old").await.unwrap();
-        store
-            .set_many(vec![
-                ("a".into(), b"1".to_vec()),
-                ("b".into(), b"2".to_vec()),
-                ("c".into(), b"3".to_vec()),
-            ])
-            .await
-            .unwrap();
-        assert_eq!(store.get("a").await.unwrap(), Some(b"1".to_vec()));
-        assert_eq!(store.list_keys().await.unwrap(), ["a", "b", "c"]);
-        store
-            .delete_many(vec!["a".into(), "nope".into(), "c".into()])
-            .await
-            .unwrap();
-        assert_eq!(store.list_keys().await.unwrap(), ["b"]);
-    }
+    sqlite_store_has!(
+        swap_after_current_compares,
+        swap_compares_against_the_latest_current,
+        swap_without_current_is_an_unconditional_upsert,
+        swap_after_current_saw_no_key_is_an_unconditional_upsert,
+        increment_uses_little_endian_i64_and_absent_is_zero,
+        crud_list_and_batch,
+    );
 
     #[tokio::test(flavor = "multi_thread")]
     async fn data_persists_across_two_opens_of_the_same_file() {
