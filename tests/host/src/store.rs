@@ -298,6 +298,22 @@ impl HostCas for MemoryCas {
 pub(crate) mod spin_semantics {
     use super::*;
 
+    /// Invokes `$each!` with the name of every check, so each backend's tests list
+    /// them all.
+    macro_rules! every_check {
+        ($each:ident) => {
+            $each!(
+                swap_after_current_compares,
+                swap_compares_against_the_latest_current,
+                swap_without_current_is_an_unconditional_upsert,
+                swap_after_current_saw_no_key_is_an_unconditional_upsert,
+                increment_uses_little_endian_i64_and_absent_is_zero,
+                crud_list_and_batch,
+            );
+        };
+    }
+    pub(crate) use every_check;
+
     pub(crate) async fn swap_after_current_compares(store: &dyn HostStore) {
         store.set("k", b"v1").await.unwrap();
         let mut unchanged = store.new_cas("k").await.unwrap();
@@ -434,14 +450,7 @@ mod tests {
         )+};
     }
 
-    memory_store_has!(
-        swap_after_current_compares,
-        swap_compares_against_the_latest_current,
-        swap_without_current_is_an_unconditional_upsert,
-        swap_after_current_saw_no_key_is_an_unconditional_upsert,
-        increment_uses_little_endian_i64_and_absent_is_zero,
-        crud_list_and_batch,
-    );
+    spin_semantics::every_check!(memory_store_has);
 
     #[test]
     fn open_checks_the_component_allow_list_first() {

@@ -425,14 +425,7 @@ mod tests {
         )+};
     }
 
-    sqlite_store_has!(
-        swap_after_current_compares,
-        swap_compares_against_the_latest_current,
-        swap_without_current_is_an_unconditional_upsert,
-        swap_after_current_saw_no_key_is_an_unconditional_upsert,
-        increment_uses_little_endian_i64_and_absent_is_zero,
-        crud_list_and_batch,
-    );
+    super::super::spin_semantics::every_check!(sqlite_store_has);
 
     #[tokio::test(flavor = "multi_thread")]
     async fn data_persists_across_two_opens_of_the_same_file() {
