@@ -1,6 +1,7 @@
 //! The stock service's domain: the business rules of SPEC §2–§4, independent of Spin and
 //! HTTP. Adapters provide the [`ports`]; [`service::StockService`] does the rest.
 
+pub mod indexes;
 pub mod models;
 pub mod ports;
 pub mod service;

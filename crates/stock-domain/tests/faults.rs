@@ -98,7 +98,9 @@ fn run(op: Op, svc: &Service, held: &Held, w: &World) -> Result<(), String> {
             .map_err(|e| e.to_string()),
         Op::Sweep => {
             w.clock.advance(1_000);
-            svc.expire_due().map(drop).map_err(|e| e.to_string())
+            svc.expire_due(None, 100)
+                .map(drop)
+                .map_err(|e| e.to_string())
         }
     }
 }
@@ -538,7 +540,7 @@ mod interleavings {
                 }
             }
             Step::Sweep => {
-                let _ = svc.expire_due();
+                let _ = svc.expire_due(None, 100);
             }
             Step::Wait { ms } => w.clock.advance(*ms),
         }

@@ -207,7 +207,7 @@ mod paging_while_writing {
                 .reserve(reserve(&[(p, 1), (PRODUCTS[(product + 1) % 4], 1)]))
                 .map(drop)
                 .map_err(drop),
-            _ => svc.expire_due().map(drop).map_err(drop),
+            _ => svc.expire_due(None, 100).map(drop).map_err(drop),
         };
     }
 

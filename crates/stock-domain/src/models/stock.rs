@@ -158,6 +158,14 @@ pub struct ProductRecord {
     /// Reservation lines whose product step is done but whose reservation is not settled.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub inflight: BTreeMap<String, InflightLine>,
+    /// The product directory slot whose entry lists this product (see `indexes`); an
+    /// entry of another slot is a leftover of a creation that lost its race or died.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<u64>,
+    /// The token of this product's entry in the alert set, set while the product may be
+    /// at or below its threshold (see `indexes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert: Option<String>,
 }
 
 impl ProductRecord {

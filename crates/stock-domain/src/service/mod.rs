@@ -6,19 +6,21 @@
 //! - every change appends history entries with a gap-free per-product sequence.
 
 mod feed;
+mod index;
 mod ingest;
 mod reservations;
 mod stock;
 
 pub use feed::{FEED_SETTLE_MS, FeedCursor, FeedError, FeedPage, InvalidCursor};
+pub use index::{AlertPage, AlertsError, ListProductsError, ProductPage};
 pub use ingest::{InboundEvent, InboundKind, IngestError, IngestOutcome};
 pub use reservations::{
     CommitError, ExpireError, ExpireReport, GetReservationError, ReleaseError, Reserve,
     ReserveError, ReserveLine,
 };
 pub use stock::{
-    AdjustStock, AdjustStockError, AdjustmentReason, AlertView, AlertsError, Availability,
-    BatchStock, CheckAvailabilityError, GetStockError, HistoryError, HistoryPage, UpdateStock,
+    AdjustStock, AdjustStockError, AdjustmentReason, AlertView, Availability, BatchStock,
+    CheckAvailabilityError, GetStockError, HistoryError, HistoryPage, UpdateStock,
     UpdateStockError,
 };
 
@@ -203,6 +205,12 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         // Keys this call has written out already: an attempt that lost a race does not
         // write them again (they are decided, so the retry would store the same bytes).
         let mut written_out = HashSet::new();
+        // The directory slot and the alert entry this call has added, once it has: a
+        // retry after a lost race reuses them rather than adding more.
+        let mut dir_slot = None;
+        let mut alert_added = false;
+        // The alert token the latest attempt cleared, to remove once its write lands.
+        let mut cleared = None;
         let outcome = self.engine().update::<_, _, E>(
             &keys::product(id),
             op,
@@ -230,6 +238,25 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                         events.push(NewEvent::new(EventKind::LowStockAlert, 0));
                     }
                     _ => {}
+                }
+                // Indexes first, so they may hold more than the records, never less.
+                if record.dir.is_none() {
+                    let slot = match dir_slot {
+                        Some(slot) => slot,
+                        None => *dir_slot.insert(self.directory_add(id)?),
+                    };
+                    record.dir = Some(slot);
+                }
+                cleared = None;
+                let low = after_status != StockStatus::InStock;
+                if low && record.alert.is_none() {
+                    if !alert_added {
+                        self.alert_add(id, op, current.and_then(|c| c.alert.as_deref()))?;
+                        alert_added = true;
+                    }
+                    record.alert = Some(op.to_owned());
+                } else if !low {
+                    cleared = record.alert.take();
                 }
                 for e in events {
                     record.seq += 1;
@@ -284,6 +311,12 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .append(&mut alerts);
+            // The record no longer holds the token, so its entry may go. Best effort: the
+            // change has landed, and an entry left behind only makes readers look at one
+            // product more.
+            if let Some(token) = cleared {
+                self.alert_remove(id, &token).ok();
+            }
         }
         Ok(outcome)
     }

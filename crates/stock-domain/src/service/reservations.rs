@@ -38,6 +38,7 @@
 
 use super::stock::engine_errors;
 use super::{NewEvent, Step, StockService};
+use crate::indexes::{self, Cursor, DueMark, DueShard};
 use crate::models::{
     Allocation, EventKind, IdempotencyKey, InflightLine, LineEffect, OrderId, ProductId, Quantity,
     ReservationId, ReservationLine, ReservationRecord, ReservationState, ReservationView, Shortage,
@@ -137,20 +138,31 @@ pub enum GetReservationError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExpireError {
+    #[error(transparent)]
+    InvalidCursor(#[from] super::InvalidCursor),
     #[error("the stock records are too contended right now")]
     Busy,
     #[error(transparent)]
     Unknown(#[from] anyhow::Error),
 }
 
-/// What the expiry sweep did.
+/// What one call of the expiry sweep did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ExpireReport {
-    /// Reservations recorded as expired by this sweep.
+    /// Reservations recorded as expired by this call.
     pub expired: Vec<ReservationId>,
     /// Reservations found abandoned mid-change and finished.
     pub repaired: Vec<ReservationId>,
+    /// Pass as `after` to go on where this call stopped; `None` when it is `done`.
+    pub next: Option<String>,
+    /// Every reservation due by the time of this call has been dealt with (those still
+    /// mid-change and not yet abandoned are looked at again by a later call).
+    pub done: bool,
 }
+
+/// Due-bucket shards one sweep call reads at most (half an hour of buckets), so that a
+/// sweep after a long pause goes on in later calls.
+const MAX_SWEEP_READS: usize = 512;
 
 engine_errors!(
     ReserveError,
@@ -370,6 +382,9 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         if record.lines.len() == 1 {
             return self.reserve_one(record);
         }
+        // Filed for the sweep before the intent exists, so that an intent abandoned
+        // half-way is found and finished.
+        self.due_add(&id, (now + STALE_AFTER_MS).min(record.expires_at))?;
         self.kv
             .set(&keys::reservation(&id), &storage::encode(&record))
             .map_err(EngineError::from)?;
@@ -400,6 +415,8 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                 record.expires_at = expires_at;
                 record.lines[0].allocations = allocations;
                 record.lines[0].placement = Some(op);
+                // Filed for the sweep before the record exists, to be recorded as expired.
+                self.due_add(&record.id, record.expires_at)?;
             }
             Placement::Short(shortage) => {
                 record.state = ReservationState::Rejected;
@@ -478,6 +495,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                 LineOutcome::Recorded => {}
             }
         }
+        self.file_change(&current)?;
         let missing = || ReleaseError::NotFound(id.clone());
         let decided = self.transition(id, missing, |r, now| match r.state {
             ReservationState::Committing | ReservationState::Committed => {
@@ -541,8 +559,9 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         // A commit may arrive while the reservation is still being placed (its request
         // died): finish placing it first.
         if current.state == ReservationState::Reserving {
-            self.drive(current)?;
+            self.drive(current.clone())?;
         }
+        self.file_change(&current)?;
         let missing = || CommitError::NotFound(id.clone());
         let decided = self.transition(id, missing, |r, now| match r.state {
             ReservationState::Committing | ReservationState::Committed => match &r.order_id {
@@ -574,43 +593,166 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         Ok(self.drive(decided)?.view(self.now()))
     }
 
-    /// Records every lapsed reservation as expired (with a `ReservationExpired` entry in
-    /// each product's history) and finishes reservations abandoned mid-change.
-    pub fn expire_due(&self) -> Result<ExpireReport, ExpireError> {
+    /// Files a reservation of several lines that may be about to change state, so that the
+    /// sweep finishes the change if its request dies half-way.
+    fn file_change(&self, record: &ReservationRecord) -> Result<(), EngineError> {
+        let changeable = matches!(
+            record.state,
+            ReservationState::Reserving | ReservationState::Pending
+        );
+        let now = self.now();
+        if changeable && record.lines.len() > 1 && now < record.expires_at {
+            self.due_add(&record.id, (now + STALE_AFTER_MS).min(record.expires_at))?;
+        }
+        Ok(())
+    }
+
+    /// One call of the sweep: reads the due reservations from the mark (or from `after`,
+    /// the `next` of the previous call) on, looking at most at `limit` of them. Records each
+    /// lapsed one as expired (with a `ReservationExpired` entry in each product's
+    /// history), finishes those abandoned mid-change, and files pending ones again at their
+    /// expiry. The mark moves past buckets found empty.
+    pub fn expire_due(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<ExpireReport, ExpireError> {
         let mut report = ExpireReport::default();
-        let keys = self.kv.list_keys().map_err(EngineError::from)?;
-        for key in keys {
-            let Some(raw) = key.strip_prefix(keys::RESERVATION_PREFIX) else {
+        let Some(mark) = storage::read::<K, DueMark>(&self.kv, crate::indexes::keys::DUE_MARK)?
+        else {
+            report.done = true;
+            return Ok(report);
+        };
+        let cursor = after
+            .map(|raw| {
+                Cursor::parse(raw, u64::MAX, |s| {
+                    super::index::digits(s).filter(|n| *n < indexes::DUE_SHARDS)
+                })
+            })
+            .transpose()?;
+        let now = self.now();
+        let last = indexes::due_bucket(now);
+        // A cursor names (bucket, shard): its `shard` field carries the bucket.
+        let (mut bucket, mut shard) = match &cursor {
+            Some(c) if c.shard >= mark.bucket => (c.shard, c.last),
+            _ => (mark.bucket, 0),
+        };
+        // The first bucket not known to be empty, while every bucket from the mark on has
+        // been found empty.
+        let mut clear = (cursor.is_none()).then_some(mark.bucket);
+        let mut handled = 0;
+        let mut reads = 0;
+        let stop = loop {
+            if bucket > last {
+                break None;
+            }
+            if shard == indexes::DUE_SHARDS {
+                let ended = (bucket + 1) * indexes::DUE_BUCKET_MS + indexes::DUE_GRACE_MS;
+                clear = clear
+                    .filter(|c| *c == bucket && ended <= now)
+                    .map(|c| c + 1);
+                bucket += 1;
+                shard = 0;
                 continue;
-            };
-            let Ok(id) = ReservationId::parse(raw) else {
-                continue;
-            };
-            let Some(record) = self.read_reservation(&id)? else {
-                continue;
-            };
-            let now = self.now();
-            let lapsed = matches!(
-                record.state,
-                ReservationState::Reserving | ReservationState::Pending
-            ) && now >= record.expires_at;
-            let stale = record.updated_at + STALE_AFTER_MS <= now;
-            if lapsed {
-                if self.record_expiry(record)? {
-                    report.expired.push(id);
-                } else {
-                    report.repaired.push(id);
+            }
+            if handled >= limit || reads >= MAX_SWEEP_READS {
+                break Some(Cursor {
+                    shard: bucket,
+                    last: shard,
+                });
+            }
+            reads += 1;
+            let key = indexes::keys::due(bucket, shard);
+            let mut left = false;
+            if let Some(filed) = storage::read::<K, DueShard>(&self.kv, &key)? {
+                let mut done = Vec::new();
+                for (rid, due) in &filed.entries {
+                    if *due > now || handled >= limit {
+                        left = true;
+                        continue;
+                    }
+                    handled += 1;
+                    if self.sweep_one(rid, now, &mut report)? {
+                        done.push((rid.clone(), *due));
+                    } else {
+                        left = true;
+                    }
                 }
-            } else if record.is_one_line_pending() && stale {
-                if self.adopt_finished(record)?.state != ReservationState::Pending {
-                    report.repaired.push(id);
+                if !done.is_empty() {
+                    self.due_remove(&key, &done)?;
                 }
-            } else if !record.state.is_settled() && stale {
-                self.drive(record)?;
+            }
+            if left {
+                clear = None;
+                if handled >= limit {
+                    break Some(Cursor {
+                        shard: bucket,
+                        last: shard,
+                    });
+                }
+            }
+            shard += 1;
+        };
+        if let Some(to) = clear.filter(|c| *c > mark.bucket) {
+            self.advance_due_mark(mark.bucket, to)?;
+        }
+        report.done = stop.is_none();
+        report.next = stop.map(|c| c.to_string());
+        Ok(report)
+    }
+
+    /// Deals with one due reservation; returns whether its entry can go.
+    fn sweep_one(
+        &self,
+        rid: &str,
+        now: u64,
+        report: &mut ExpireReport,
+    ) -> Result<bool, ExpireError> {
+        let Ok(id) = ReservationId::parse(rid) else {
+            return Ok(true);
+        };
+        // Filed before its record was written, by a request that then died or was refused.
+        let Some(record) = self.read_reservation(&id)? else {
+            return Ok(true);
+        };
+        let lapsed = matches!(
+            record.state,
+            ReservationState::Reserving | ReservationState::Pending
+        ) && now >= record.expires_at;
+        let stale = record.updated_at + STALE_AFTER_MS <= now;
+        if lapsed {
+            if self.record_expiry(record)? {
+                report.expired.push(id);
+            } else {
                 report.repaired.push(id);
             }
+            return Ok(true);
         }
-        Ok(report)
+        let record = if record.is_one_line_pending() && stale {
+            let seen = self.adopt_finished(record)?;
+            if seen.state != ReservationState::Pending {
+                report.repaired.push(id.clone());
+            }
+            seen
+        } else if !record.state.is_settled() && stale {
+            report.repaired.push(id.clone());
+            self.drive(record)?
+        } else {
+            record
+        };
+        match record.state {
+            // Still to be recorded as expired: filed again at its expiry.
+            ReservationState::Pending if now < record.expires_at => {
+                self.due_add(&id, record.expires_at)?;
+                Ok(true)
+            }
+            ReservationState::Released
+            | ReservationState::Committed
+            | ReservationState::Rejected
+            | ReservationState::Expired => Ok(true),
+            // Mid-change and not yet abandoned, or lapsed just now: next time.
+            _ => Ok(false),
+        }
     }
 
     /// Returns false when the reservation turns out to have been committed or released

@@ -202,20 +202,23 @@ pub struct AlertView {
     pub updated_at: u64,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum AlertsError {
-    #[error(transparent)]
-    Unknown(#[from] anyhow::Error),
+impl AlertView {
+    pub fn of(view: StockView) -> Self {
+        Self {
+            product_id: view.product_id,
+            status: view.status,
+            available_quantity: view.available_quantity,
+            low_stock_threshold: view.low_stock_threshold,
+            on_hand: view.on_hand,
+            reserved_quantity: view.reserved_quantity,
+            updated_at: view.updated_at,
+        }
+    }
 }
 
 engine_errors!(UpdateStockError, AdjustStockError);
 
-read_errors!(
-    CheckAvailabilityError,
-    GetStockError,
-    HistoryError,
-    AlertsError
-);
+read_errors!(CheckAvailabilityError, GetStockError, HistoryError);
 
 /// A stored answer to an idempotent stock request.
 #[derive(Serialize, Deserialize)]
@@ -441,40 +444,5 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
             next_after: (last < record.seq).then_some(last),
             entries,
         })
-    }
-
-    /// Products at or below their threshold, out-of-stock first. Exact at this instant,
-    /// including changes made only by reservations expiring.
-    pub fn alerts(&self) -> Result<Vec<AlertView>, AlertsError> {
-        let now = self.now();
-        let mut alerts = Vec::new();
-        for key in self.kv.list_keys().map_err(EngineError::from)? {
-            let Some(raw) = key.strip_prefix(keys::PRODUCT_PREFIX) else {
-                continue;
-            };
-            let Ok(id) = ProductId::parse(raw) else {
-                continue;
-            };
-            let Some(record) = self.read_product(&id)? else {
-                continue;
-            };
-            let view = record.view(&id, now);
-            if view.status != StockStatus::InStock {
-                alerts.push(AlertView {
-                    product_id: id,
-                    status: view.status,
-                    available_quantity: view.available_quantity,
-                    low_stock_threshold: view.low_stock_threshold,
-                    on_hand: view.on_hand,
-                    reserved_quantity: view.reserved_quantity,
-                    updated_at: view.updated_at,
-                });
-            }
-        }
-        alerts.sort_by(|a, b| {
-            (a.status != StockStatus::OutOfStock, &a.product_id)
-                .cmp(&(b.status != StockStatus::OutOfStock, &b.product_id))
-        });
-        Ok(alerts)
     }
 }

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use stock_domain::indexes::{self, AlertShard, DirPage, DueMark, DueShard};
 use stock_domain::memory::{FaultPlan, ManualClock, MemoryKv, SeqIds};
 use stock_domain::models::*;
 use stock_domain::service::*;
@@ -57,7 +58,102 @@ impl World {
     /// requests would: every reservation left mid-change is finished.
     pub fn repair(&self) {
         self.clock.advance(2_500);
-        self.svc().expire_due().expect("sweep");
+        self.sweep();
+    }
+
+    /// Runs the sweep, page after page, until it says it is done; returns every page.
+    pub fn sweep(&self) -> Vec<ExpireReport> {
+        let svc = self.svc();
+        let mut pages = Vec::new();
+        let mut after = None;
+        for _ in 0..1_000 {
+            let page = svc.expire_due(after.as_deref(), 7).expect("sweep");
+            after = page.next.clone();
+            let done = page.done;
+            pages.push(page);
+            if done {
+                return pages;
+            }
+        }
+        panic!("the sweep never finished");
+    }
+
+    /// The indexes agree with the records, whatever crashed (they may hold more, never
+    /// less): every product is in the directory under the slot its record names, in a
+    /// shard whose pages are `0..n`; every product at or below its threshold is in the
+    /// alert set under the token its record holds; every reservation that is pending or
+    /// mid-change is filed in a due bucket at or after the mark, no later than its expiry
+    /// (or, mid-change, at all).
+    pub fn check_indexes(&self) {
+        let now = self.now();
+        let snapshot = self.kv.snapshot();
+        let read = |key: &str| snapshot.get(key).map(|b| b.as_slice());
+        for (id, record) in self.products() {
+            let shard = indexes::dir_shard(&id);
+            let slot = record
+                .dir
+                .unwrap_or_else(|| panic!("{id} has no directory slot"));
+            let page: DirPage = serde_json::from_slice(
+                read(&indexes::keys::dir_page(shard, slot / indexes::DIR_PAGE))
+                    .unwrap_or_else(|| panic!("directory page of {id} is missing")),
+            )
+            .unwrap();
+            assert!(
+                page.entries.contains(&(slot, id.clone())),
+                "{id} is not in the directory under slot {slot}"
+            );
+            for p in 0..slot / indexes::DIR_PAGE {
+                assert!(
+                    read(&indexes::keys::dir_page(shard, p)).is_some(),
+                    "directory shard {shard} misses page {p}"
+                );
+            }
+            if record.status(now) != StockStatus::InStock {
+                let token = record
+                    .alert
+                    .clone()
+                    .unwrap_or_else(|| panic!("{id} is low without an alert token"));
+                let set: AlertShard = serde_json::from_slice(
+                    read(&indexes::keys::alert(indexes::alert_shard(&id)))
+                        .unwrap_or_else(|| panic!("alert shard of {id} is missing")),
+                )
+                .unwrap();
+                assert!(
+                    set.entries
+                        .get(&id)
+                        .is_some_and(|ts| ts.iter().any(|t| t.token == token)),
+                    "{id} is low but not in the alert set under {token}"
+                );
+            }
+        }
+        let mark: Option<DueMark> =
+            read(indexes::keys::DUE_MARK).map(|b| serde_json::from_slice(b).unwrap());
+        for r in self.reservations() {
+            let open = !r.state.is_settled() || r.state == ReservationState::Pending;
+            if !open {
+                continue;
+            }
+            let filed = snapshot.iter().find_map(|(k, v)| {
+                let rest = k.strip_prefix("due/")?;
+                let (bucket, _) = rest.split_once('/')?;
+                let shard: DueShard = serde_json::from_slice(v).ok()?;
+                Some((
+                    bucket.parse::<u64>().ok()?,
+                    *shard.entries.get(r.id.as_str())?,
+                ))
+            });
+            let (bucket, due) = filed
+                .unwrap_or_else(|| panic!("reservation {} ({:?}) is not filed", r.id, r.state));
+            let mark = mark
+                .as_ref()
+                .expect("a due mark exists once anything is filed");
+            assert!(bucket >= mark.bucket, "{} is filed behind the mark", r.id);
+            assert!(
+                !r.state.is_settled() || due <= r.expires_at,
+                "{} is filed after its expiry",
+                r.id
+            );
+        }
     }
 
     fn products(&self) -> Vec<(ProductId, ProductRecord)> {
@@ -98,6 +194,7 @@ impl World {
     /// no oversell, conservation of on-hand, a gap-free and immutable history, and
     /// every pending reservation backed by holds.
     pub fn check(&mut self) {
+        self.check_indexes();
         let now = self.now();
         let reservations = self.reservations();
         for (id, record) in self.products() {
@@ -165,25 +262,37 @@ impl World {
         }
     }
 
-    /// After a repair: no reservation record still says pending when its product step
-    /// is done (lookups see through such a record at once, but its request died, so the
-    /// sweep writes it).
+    /// After a repair: a reservation record that still says pending when its product
+    /// step is done is one whose request died before recording it. Lookups see through it
+    /// at once; the sweep records it once it is due (at its expiry), and the product's next
+    /// batch of history before that.
     pub fn check_records_agree(&self) {
+        let now = self.now();
         let reservations = self.reservations();
+        let svc = self.svc();
         for (id, record) in self.products() {
             for r in reservations
                 .iter()
                 .filter(|r| r.state == ReservationState::Pending)
             {
-                if let Some(e) = record.inflight.get(r.id.as_str()) {
-                    assert_eq!(
-                        e.effect,
-                        LineEffect::Held,
-                        "reservation {} still pending although {id} says {:?}",
-                        r.id,
-                        e.effect
-                    );
+                let Some(e) = record.inflight.get(r.id.as_str()) else {
+                    continue;
+                };
+                if e.effect == LineEffect::Held {
+                    continue;
                 }
+                assert!(
+                    now < r.expires_at,
+                    "reservation {} still pending after its expiry although {id} says {:?}",
+                    r.id,
+                    e.effect
+                );
+                let seen = svc.get_reservation(&r.id).expect("lookup").status;
+                let expected = match e.effect {
+                    LineEffect::Committed => ReservationStatus::Committed,
+                    _ => ReservationStatus::Released,
+                };
+                assert_eq!(seen, expected, "lookup of {} disagrees with {id}", r.id);
             }
         }
     }

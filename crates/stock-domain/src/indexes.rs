@@ -1,0 +1,172 @@
+//! The indexes the domain keeps in the store, because `wasi:keyvalue` offers no prefix
+//! scan and listing the store costs as much as everything it holds (Spin refuses a listing
+//! over 128 MiB; on Redis it is `KEYS *`). Each is a set of small records written with
+//! the same compare-and-swap loop as everything else, and each may hold *more* than the
+//! truth, never less: an entry is written before the record that needs it is reachable,
+//! and readers filter against the records.
+//!
+//! - **Product directory** (`dir/{shard}/{page}`): every product, under one of
+//!   [`DIR_SHARDS`] shards by hash of its id, in pages of [`DIR_PAGE`] slots handed out by
+//!   `increment` on `dirseq/{shard}`. A product's creating write takes a slot and adds
+//!   the entry first; the product record keeps its slot (`ProductRecord::dir`), so entries
+//!   of creations that died or lost their race are told apart. A page is created only once
+//!   the page before it exists, so a shard's pages are always `0..n`. Listing order is
+//!   (shard, slot): a product created later gets a later slot.
+//! - **Alert set** (`alert/{shard}`): products that may be at or below their threshold,
+//!   each entry with a token. A write that leaves a product low while its record has no
+//!   token adds an entry first, then stores the token in the record; a write that leaves
+//!   it in stock clears the token, then removes that entry. Expiries only raise
+//!   availability, so a product can only become low through a write. Readers keep what is
+//!   low at the instant read.
+//! - **Due reservations** (`due/{bucket}/{shard}`): reservation ids by the time from which
+//!   the sweep should look at them — a one-line reservation at its expiry, a reservation
+//!   of several lines shortly after each change of state (so one abandoned mid-change is
+//!   finished), then at its expiry. Buckets are [`DUE_BUCKET_MS`] wide, split in
+//!   [`DUE_SHARDS`] shards by hash of the reservation id; `due/mark` is the first bucket
+//!   that may still hold entries. The sweep removes what it has dealt with.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::models::ProductId;
+use crate::service::InvalidCursor;
+use crate::storage::{digest, versioned_record};
+
+/// Shards of the product directory and of the alert set.
+pub const DIR_SHARDS: u64 = 16;
+/// Slots per directory page.
+pub const DIR_PAGE: u64 = 64;
+/// Shards of the alert set.
+pub const ALERT_SHARDS: u64 = 16;
+/// Width of a due-reservation bucket.
+pub const DUE_BUCKET_MS: u64 = 60_000;
+/// Shards of each due-reservation bucket.
+pub const DUE_SHARDS: u64 = 16;
+/// How long after its end a bucket is still read by the sweep before the mark passes it,
+/// so that a writer whose request started before the bucket ended is never left behind.
+pub const DUE_GRACE_MS: u64 = 60_000;
+/// An alert entry that its product does not reference is dropped only after this long:
+/// until then its writer may still be about to store the token.
+pub const ALERT_STALE_MS: u64 = 60_000;
+
+pub fn dir_shard(id: &ProductId) -> u64 {
+    digest(&["dir", id.as_str()]) % DIR_SHARDS
+}
+
+pub fn alert_shard(id: &ProductId) -> u64 {
+    digest(&["alert", id.as_str()]) % ALERT_SHARDS
+}
+
+pub fn due_shard(reservation_id: &str) -> u64 {
+    digest(&["due", reservation_id]) % DUE_SHARDS
+}
+
+pub fn due_bucket(due_ms: u64) -> u64 {
+    due_ms / DUE_BUCKET_MS
+}
+
+pub mod keys {
+    /// Counter handing out a directory shard's slots.
+    pub fn dir_seq(shard: u64) -> String {
+        format!("dirseq/{shard:02}")
+    }
+
+    pub fn dir_page(shard: u64, page: u64) -> String {
+        format!("dir/{shard:02}/{page:010}")
+    }
+
+    pub fn alert(shard: u64) -> String {
+        format!("alert/{shard:02}")
+    }
+
+    pub fn due(bucket: u64, shard: u64) -> String {
+        format!("due/{bucket:012}/{shard:02}")
+    }
+
+    pub const DUE_MARK: &str = "due/mark";
+}
+
+/// One page of a directory shard: `(slot, product)` in slot order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirPage {
+    pub entries: Vec<(u64, ProductId)>,
+    pub version: u64,
+    pub updated_at: u64,
+    #[serde(default)]
+    pub ops: VecDeque<String>,
+}
+
+/// An alert-set entry: the token its writer stores in the product, and when it was added.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertToken {
+    pub token: String,
+    pub since: u64,
+}
+
+/// One shard of the alert set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertShard {
+    pub entries: BTreeMap<ProductId, Vec<AlertToken>>,
+    pub version: u64,
+    pub updated_at: u64,
+    #[serde(default)]
+    pub ops: VecDeque<String>,
+}
+
+/// One shard of one due bucket: reservation id → the time from which it is due.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DueShard {
+    pub entries: BTreeMap<String, u64>,
+    pub version: u64,
+    pub updated_at: u64,
+    #[serde(default)]
+    pub ops: VecDeque<String>,
+}
+
+/// The first due bucket that may still hold entries.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DueMark {
+    pub bucket: u64,
+    pub version: u64,
+    pub updated_at: u64,
+    #[serde(default)]
+    pub ops: VecDeque<String>,
+}
+
+versioned_record!(DirPage, 16);
+versioned_record!(AlertShard, 32);
+versioned_record!(DueShard, 32);
+versioned_record!(DueMark, 16);
+
+/// A position in a sharded listing: the shard, and the last key served in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor<T> {
+    pub shard: u64,
+    pub last: T,
+}
+
+impl<T: std::fmt::Display> std::fmt::Display for Cursor<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.shard, self.last)
+    }
+}
+
+impl<T> Cursor<T> {
+    /// Parses `{shard}.{last}` as printed by `Display`, with `shard < shards` and `last`
+    /// read by `parse_last`.
+    pub fn parse(
+        raw: &str,
+        shards: u64,
+        parse_last: impl FnOnce(&str) -> Option<T>,
+    ) -> Result<Self, InvalidCursor> {
+        let (shard_raw, last) = raw.split_once('.').ok_or(InvalidCursor)?;
+        let shard: u64 = shard_raw.parse().map_err(|_| InvalidCursor)?;
+        // One spelling per cursor: no sign, no leading zeros.
+        if shard >= shards || shard.to_string() != shard_raw {
+            return Err(InvalidCursor);
+        }
+        let last = parse_last(last).ok_or(InvalidCursor)?;
+        Ok(Self { shard, last })
+    }
+}
