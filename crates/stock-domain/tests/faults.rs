@@ -22,9 +22,13 @@ enum Op {
     ReleaseOne,
     CommitOne,
     Sweep,
+    /// Creates a product out of stock: a directory entry and an alert entry.
+    CreateOut,
+    /// Restocks the product `prepare` left out of stock: it leaves the alert set.
+    Restock,
 }
 
-const OPS: [Op; 10] = [
+const OPS: [Op; 12] = [
     Op::Update,
     Op::Adjust,
     Op::ReserveOne,
@@ -35,6 +39,8 @@ const OPS: [Op; 10] = [
     Op::ReleaseOne,
     Op::CommitOne,
     Op::Sweep,
+    Op::CreateOut,
+    Op::Restock,
 ];
 
 /// The pending reservations `prepare` makes: one of two lines, one of one line (their
@@ -50,6 +56,7 @@ fn prepare() -> (World, Held) {
     let svc = w.svc();
     svc.update_stock(update("a", 10)).unwrap();
     svc.update_stock(update("b", 4)).unwrap();
+    svc.update_stock(update("z", 0)).unwrap();
     let many = svc.reserve(reserve(&[("a", 2), ("b", 1)])).unwrap();
     let one = svc.reserve(reserve(&[("b", 1)])).unwrap();
     let mut short = reserve(&[("a", 1)]);
@@ -68,6 +75,16 @@ fn run(op: Op, svc: &Service, held: &Held, w: &World) -> Result<(), String> {
     match op {
         Op::Update => {
             let mut c = update("a", 12);
+            c.idempotency_key = k;
+            svc.update_stock(c).map(drop).map_err(|e| e.to_string())
+        }
+        Op::CreateOut | Op::Restock => {
+            let (product, units) = if matches!(op, Op::CreateOut) {
+                ("c", 0)
+            } else {
+                ("z", 5)
+            };
+            let mut c = update(product, units);
             c.idempotency_key = k;
             svc.update_stock(c).map(drop).map_err(|e| e.to_string())
         }
@@ -201,6 +218,19 @@ fn assert_effect_once(op: Op, w: &World, held: &Held) {
             let r = svc.get_reservation(&held.one).unwrap();
             assert_eq!(r.status, ReservationStatus::Committed);
             assert_eq!(r.order_id, Some(order("o-1")));
+        }
+        Op::CreateOut | Op::Restock => {
+            let alerts = svc.alerts(None, 100).unwrap().alerts;
+            let low: Vec<&str> = alerts.iter().map(|a| a.product_id.as_str()).collect();
+            if matches!(op, Op::CreateOut) {
+                assert_eq!(svc.get_stock(&pid("c")).unwrap().on_hand, 0);
+                let listed = svc.list_products(None, 100).unwrap().items;
+                assert_eq!(listed.len(), 4, "a, b, c and z, once each");
+                assert!(low.contains(&"c") && low.contains(&"z"), "{low:?}");
+            } else {
+                assert_eq!(svc.get_stock(&pid("z")).unwrap().on_hand, 5);
+                assert!(!low.contains(&"z"), "{low:?}");
+            }
         }
         Op::Sweep => {
             let expired = svc

@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use stock_domain::indexes;
 use stock_domain::storage::keys;
 
 #[test]
@@ -28,10 +29,18 @@ fn ten_thousand_pending_reservations_keep_every_record_a_reserve_touches_small()
     let product = size(&keys::product(&pid("hot")));
     let reservation = size(&keys::reservation(&last.reservation_id));
     let history = size(&keys::history(&pid("hot"), 100));
+    // The largest shard of the due reservations (every reserve adds to one).
+    let due = snapshot
+        .iter()
+        .filter(|(k, _)| k.starts_with("due/") && k.as_str() != indexes::keys::DUE_MARK)
+        .map(|(_, v)| v.len())
+        .max()
+        .unwrap_or(0);
     eprintln!(
         "record sizes after 10,000 pending reservations: product {product} B, \
-         reservation {reservation} B, history entry {history} B"
+         reservation {reservation} B, history entry {history} B, due shard {due} B"
     );
+    assert!(due < 8 * 1024, "due shard is {due} bytes");
     assert!(product < 32 * 1024, "product record is {product} bytes");
     assert!(
         reservation < 2 * 1024,

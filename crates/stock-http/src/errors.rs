@@ -5,8 +5,8 @@
 use stock_domain::models::MAX_UNITS;
 use stock_domain::service::{
     AdjustStockError, AlertsError, CheckAvailabilityError, CommitError, ExpireError, FeedError,
-    GetReservationError, GetStockError, HistoryError, IngestError, ReleaseError, ReserveError,
-    UpdateStockError,
+    GetReservationError, GetStockError, HistoryError, IngestError, ListProductsError, ReleaseError,
+    ReserveError, UpdateStockError,
 };
 
 use crate::problem::{Code, Problem};
@@ -112,10 +112,27 @@ impl From<HistoryError> for Problem {
     }
 }
 
+fn invalid_cursor() -> Problem {
+    Problem::new(
+        Code::InvalidCursor,
+        "after must be a next value returned by this listing",
+    )
+}
+
 impl From<AlertsError> for Problem {
     fn from(e: AlertsError) -> Self {
         match e {
+            AlertsError::InvalidCursor(_) => invalid_cursor(),
             AlertsError::Unknown(e) => internal("stock alerts", &e),
+        }
+    }
+}
+
+impl From<ListProductsError> for Problem {
+    fn from(e: ListProductsError) -> Self {
+        match e {
+            ListProductsError::InvalidCursor(_) => invalid_cursor(),
+            ListProductsError::Unknown(e) => internal("list products", &e),
         }
     }
 }
@@ -201,6 +218,7 @@ impl From<CommitError> for Problem {
 impl From<ExpireError> for Problem {
     fn from(e: ExpireError) -> Self {
         match e {
+            ExpireError::InvalidCursor(_) => invalid_cursor(),
             ExpireError::Busy => busy(),
             ExpireError::Unknown(e) => internal("expire reservations", &e),
         }

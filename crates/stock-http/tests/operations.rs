@@ -321,7 +321,9 @@ fn a_batch_read_lists_found_and_unknown_products() {
     );
     let too_many: Vec<String> = (0..101).map(|i| format!("p{i}")).collect();
     for (uri, code) in [
-        ("/v1/stock".to_owned(), "invalid_query"),
+        ("/v1/stock?ids=A&limit=2".to_owned(), "invalid_query"),
+        ("/v1/stock?after=x".to_owned(), "invalid_cursor"),
+        ("/v1/stock?limit=0".to_owned(), "invalid_query"),
         ("/v1/stock?ids=A,,B".to_owned(), "invalid_product_id"),
         (
             format!("/v1/stock?ids={}", too_many.join(",")),
@@ -646,7 +648,35 @@ fn alerts_list_low_and_out_of_stock_products_for_admins() {
         .iter()
         .map(|a| a["product_id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, ["out", "low"]);
+    let mut sorted = ids.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, ["low", "out"]);
+    assert_eq!(got["next"], Value::Null);
+    // One entry per page: the cursor walks the set, each alert once.
+    let mut paged = Vec::new();
+    let mut uri = "/v1/admin/alerts?limit=1".to_owned();
+    loop {
+        let req = request(Method::GET, &uri, Some(ADMIN), Value::Null);
+        let page = body(&stock_http::stock_alerts(&h.svc, &req, &h.admin));
+        for a in page["alerts"].as_array().unwrap() {
+            paged.push(a["product_id"].as_str().unwrap().to_owned());
+        }
+        match page["next"].as_str() {
+            Some(next) => uri = format!("/v1/admin/alerts?limit=1&after={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(paged, ids);
+    let bad = request(
+        Method::GET,
+        "/v1/admin/alerts?after=99.x",
+        Some(ADMIN),
+        Value::Null,
+    );
+    assert_eq!(
+        problem_code(&stock_http::stock_alerts(&h.svc, &bad, &h.admin)),
+        "invalid_cursor"
+    );
     let anonymous = request(Method::GET, "/v1/admin/alerts", None, Value::Null);
     assert_eq!(
         stock_http::stock_alerts(&h.svc, &anonymous, &h.admin).status(),
@@ -663,7 +693,10 @@ fn the_expiry_sweep_reports_what_it_expired() {
     h.clock.advance(2_000);
     let req = request(Method::POST, "/v1/admin/expire", Some(ADMIN), Value::Null);
     let got = body(&stock_http::expire_reservations(&h.svc, &req, &h.admin));
-    assert_eq!(got, json!({"expired": [id], "repaired": []}));
+    assert_eq!(
+        got,
+        json!({"expired": [id], "repaired": [], "next": null, "done": true})
+    );
 }
 
 #[test]

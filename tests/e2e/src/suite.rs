@@ -37,6 +37,7 @@ pub fn all() -> Vec<(&'static str, Test)> {
         ("adjustments_follow_their_reason", adjustments),
         ("history_is_complete_and_paged", history),
         ("alerts_list_low_and_out_of_stock_products", alerts),
+        ("product_list_pages_every_product_once", product_list),
         ("expiry_sweep_records_expired_reservations", sweep),
         ("idempotency_keys_replay_across_components", idempotency),
         ("malformed_and_invalid_bodies_are_problems", bad_bodies),
@@ -331,17 +332,61 @@ fn alerts(c: &Client) -> Result<()> {
         200,
     )?;
     stocked(c, &out, 0)?;
-    let r = c.call("GET", "/v1/admin/alerts", As::Admin, None, &[]);
-    expect(&r, 200)?;
-    let list = r.body["alerts"].as_array().cloned().unwrap_or_default();
+    // Other tests share the store: page through the whole set, small pages.
+    let mut list = Vec::new();
+    let mut path = "/v1/admin/alerts?limit=3".to_owned();
+    for _ in 0..10_000 {
+        let r = c.call("GET", &path, As::Admin, None, &[]);
+        expect(&r, 200)?;
+        list.extend(r.body["alerts"].as_array().cloned().unwrap_or_default());
+        match r.body["next"].as_str() {
+            Some(next) => path = format!("/v1/admin/alerts?limit=3&after={next}"),
+            None => break,
+        }
+    }
     let status_of = |id: &str| {
         list.iter()
             .find(|a| a["product_id"] == id)
             .map(|a| a["status"].clone())
     };
-    ensure!(status_of(&low) == Some(json!("LOW_STOCK")), "{}", r.raw);
-    ensure!(status_of(&out) == Some(json!("OUT_OF_STOCK")), "{}", r.raw);
+    ensure!(status_of(&low) == Some(json!("LOW_STOCK")), "{list:?}");
+    ensure!(status_of(&out) == Some(json!("OUT_OF_STOCK")), "{list:?}");
+    let ids: Vec<&Value> = list.iter().map(|a| &a["product_id"]).collect();
+    for (i, id) in ids.iter().enumerate() {
+        ensure!(!ids[..i].contains(id), "{id} served twice: {list:?}");
+    }
+    expect_problem(
+        &c.call("GET", "/v1/admin/alerts?after=nope", As::Admin, None, &[]),
+        400,
+        "invalid_cursor",
+    )?;
     expect_problem(&c.get("/v1/admin/alerts"), 401, "unauthorized")
+}
+
+fn product_list(c: &Client) -> Result<()> {
+    let created: Vec<String> = (0..5).map(|i| product(&format!("list-{i}"))).collect();
+    for p in &created {
+        stocked(c, p, 3)?;
+    }
+    let mut seen: Vec<String> = Vec::new();
+    let mut path = "/v1/stock?limit=4".to_owned();
+    for _ in 0..100_000 {
+        let r = c.get(&path);
+        expect(&r, 200)?;
+        for item in r.body["items"].as_array().cloned().unwrap_or_default() {
+            let id = item["product_id"].as_str().unwrap_or_default().to_owned();
+            ensure!(!seen.contains(&id), "{id} served twice");
+            seen.push(id);
+        }
+        match r.body["next"].as_str() {
+            Some(next) => path = format!("/v1/stock?limit=4&after={next}"),
+            None => break,
+        }
+    }
+    for p in &created {
+        ensure!(seen.contains(p), "{p} missing from the product list");
+    }
+    expect_problem(&c.get("/v1/stock?after=1.2.3"), 400, "invalid_cursor")
 }
 
 fn sweep(c: &Client) -> Result<()> {
@@ -351,16 +396,20 @@ fn sweep(c: &Client) -> Result<()> {
     let expires_at = res.u64("expires_at");
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64;
     std::thread::sleep(Duration::from_millis(expires_at.saturating_sub(now) + 200));
-    let r = c.call("POST", "/v1/admin/expire", As::Admin, None, &[]);
-    expect(&r, 200)?;
     let id = res.body["reservation_id"].clone();
-    ensure!(
-        r.body["expired"]
-            .as_array()
-            .is_some_and(|l| l.contains(&id)),
-        "{}",
-        r.raw
-    );
+    let mut expired = Vec::new();
+    let mut path = "/v1/admin/expire?limit=5".to_owned();
+    for _ in 0..10_000 {
+        let r = c.call("POST", &path, As::Admin, None, &[]);
+        expect(&r, 200)?;
+        expired.extend(r.body["expired"].as_array().cloned().unwrap_or_default());
+        if r.body["done"] == json!(true) {
+            break;
+        }
+        let next = r.body["next"].as_str().unwrap_or_default();
+        path = format!("/v1/admin/expire?limit=5&after={next}");
+    }
+    ensure!(expired.contains(&id), "{expired:?}");
     let h = c.get(&format!("/v1/stock/{p}/history"));
     ensure!(h.raw.contains("ReservationExpired"), "{}", h.raw);
     Ok(())

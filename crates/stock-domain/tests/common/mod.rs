@@ -128,20 +128,25 @@ impl World {
         }
         let mark: Option<DueMark> =
             read(indexes::keys::DUE_MARK).map(|b| serde_json::from_slice(b).unwrap());
+        let mut filed = BTreeMap::new();
+        for (k, v) in &snapshot {
+            let Some((bucket, _)) = k.strip_prefix("due/").and_then(|r| r.split_once('/')) else {
+                continue;
+            };
+            let Ok(bucket) = bucket.parse::<u64>() else {
+                continue;
+            };
+            let shard: DueShard = serde_json::from_slice(v).expect("due shard");
+            for (rid, due) in shard.entries {
+                filed.insert(rid, (bucket, due));
+            }
+        }
         for r in self.reservations() {
             let open = !r.state.is_settled() || r.state == ReservationState::Pending;
             if !open {
                 continue;
             }
-            let filed = snapshot.iter().find_map(|(k, v)| {
-                let rest = k.strip_prefix("due/")?;
-                let (bucket, _) = rest.split_once('/')?;
-                let shard: DueShard = serde_json::from_slice(v).ok()?;
-                Some((
-                    bucket.parse::<u64>().ok()?,
-                    *shard.entries.get(r.id.as_str())?,
-                ))
-            });
+            let filed = filed.get(r.id.as_str()).copied();
             let (bucket, due) = filed
                 .unwrap_or_else(|| panic!("reservation {} ({:?}) is not filed", r.id, r.state));
             let mark = mark

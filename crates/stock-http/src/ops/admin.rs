@@ -1,23 +1,24 @@
 //! Admin operations: low-stock alerts and the reservation expiry sweep.
 
 use http::{Request, Response, StatusCode};
-use serde::Serialize;
 use stock_domain::StockService;
 use stock_domain::ports::{Clock, IdGenerator, KeyValueStore};
-use stock_domain::service::AlertView;
 
 use crate::auth::{Token, authorize};
-use crate::request::{optional_json_body, query};
+use crate::request::{optional_json_body, page_limit, query};
 use crate::response::{json, respond};
 use crate::wire::EmptyBody;
 
-#[derive(Serialize)]
-struct AlertsBody {
-    alerts: Vec<AlertView>,
-}
+/// Alert page sizes.
+pub const DEFAULT_ALERTS_LIMIT: usize = 100;
+pub const MAX_ALERTS_LIMIT: usize = 500;
+/// Reservations one sweep call looks at.
+pub const DEFAULT_EXPIRE_LIMIT: usize = 100;
+pub const MAX_EXPIRE_LIMIT: usize = 1_000;
 
-/// `GET /v1/admin/alerts` (admin token) → 200 with `{"alerts": […]}`, out-of-stock
-/// products first.
+/// `GET /v1/admin/alerts?after=<next>&limit=<1..500>` (admin token) → 200 with
+/// `{"alerts": […], "next": cursor|null}`: the products at or below their threshold at
+/// this instant, in the alert set's order (stable across pages).
 pub fn stock_alerts<K: KeyValueStore, C: Clock, I: IdGenerator>(
     svc: &StockService<K, C, I>,
     req: &Request<Vec<u8>>,
@@ -25,15 +26,17 @@ pub fn stock_alerts<K: KeyValueStore, C: Clock, I: IdGenerator>(
 ) -> Response<Vec<u8>> {
     respond(|| {
         authorize(req, admin)?;
-        query(req, &[])?;
-        let alerts = svc.alerts()?;
-        Ok(json(StatusCode::OK, &AlertsBody { alerts }))
+        let params = query(req, &["after", "limit"])?;
+        let limit = page_limit(params.get("limit"), DEFAULT_ALERTS_LIMIT, MAX_ALERTS_LIMIT)?;
+        let page = svc.alerts(params.get("after").map(String::as_str), limit)?;
+        Ok(json(StatusCode::OK, &page))
     })
 }
 
-/// `POST /v1/admin/expire` (admin token) → 200 with `{"expired": […], "repaired": […]}`.
-/// Reads are exact without it; the sweep records expiries in the history and finishes
-/// reservations abandoned mid-change.
+/// `POST /v1/admin/expire?after=<next>&limit=<1..1000>` (admin token) → 200 with
+/// `{"expired": […], "repaired": […], "next": cursor|null, "done": bool}`. Reads are exact
+/// without it; the sweep records expiries in the history and finishes reservations
+/// abandoned mid-change, `limit` due reservations per call.
 pub fn expire_reservations<K: KeyValueStore, C: Clock, I: IdGenerator>(
     svc: &StockService<K, C, I>,
     req: &Request<Vec<u8>>,
@@ -41,8 +44,10 @@ pub fn expire_reservations<K: KeyValueStore, C: Clock, I: IdGenerator>(
 ) -> Response<Vec<u8>> {
     respond(|| {
         authorize(req, admin)?;
-        query(req, &[])?;
+        let params = query(req, &["after", "limit"])?;
+        let limit = page_limit(params.get("limit"), DEFAULT_EXPIRE_LIMIT, MAX_EXPIRE_LIMIT)?;
         let EmptyBody {} = optional_json_body(req)?;
-        Ok(json(StatusCode::OK, &svc.expire_due()?))
+        let report = svc.expire_due(params.get("after").map(String::as_str), limit)?;
+        Ok(json(StatusCode::OK, &report))
     })
 }

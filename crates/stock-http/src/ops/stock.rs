@@ -18,6 +18,9 @@ use crate::wire::{AdjustStockBody, CloudEvent, HistoryBody, UpdateStockBody};
 
 /// The most products one batch read may name (a catalog page).
 pub const MAX_BATCH_IDS: usize = 100;
+/// Product list page sizes.
+pub const DEFAULT_PRODUCTS_LIMIT: usize = 100;
+pub const MAX_PRODUCTS_LIMIT: usize = 500;
 /// History page sizes.
 pub const DEFAULT_HISTORY_LIMIT: usize = 100;
 pub const MAX_HISTORY_LIMIT: usize = 500;
@@ -36,19 +39,30 @@ pub fn get_stock<K: KeyValueStore, C: Clock, I: IdGenerator>(
     })
 }
 
-/// `GET /v1/stock?ids=a,b,c` → 200 with `{"items": […], "not_found": […]}`.
+/// `GET /v1/stock?ids=a,b,c` → 200 with `{"items": […], "not_found": […]}`;
+/// `GET /v1/stock?after=<next>&limit=<1..500>` (no `ids`) → 200 with
+/// `{"items": […], "next": cursor|null}`, every product page by page.
 pub fn get_stock_batch<K: KeyValueStore, C: Clock, I: IdGenerator>(
     svc: &StockService<K, C, I>,
     req: &Request<Vec<u8>>,
 ) -> Response<Vec<u8>> {
     respond(|| {
-        let params = query(req, &["ids"])?;
-        let raw = params.get("ids").ok_or_else(|| {
-            Problem::new(
+        let params = query(req, &["ids", "after", "limit"])?;
+        let Some(raw) = params.get("ids") else {
+            let limit = page_limit(
+                params.get("limit"),
+                DEFAULT_PRODUCTS_LIMIT,
+                MAX_PRODUCTS_LIMIT,
+            )?;
+            let page = svc.list_products(params.get("after").map(String::as_str), limit)?;
+            return Ok(json(StatusCode::OK, &page));
+        };
+        if params.contains_key("after") || params.contains_key("limit") {
+            return Err(Problem::new(
                 Code::InvalidQuery,
-                "ids is required: a comma-separated list of product ids",
-            )
-        })?;
+                "after and limit page the product list; they do not go with ids",
+            ));
+        }
         let mut ids: Vec<ProductId> = Vec::new();
         for raw in raw.split(',') {
             let id = product_id(raw)?;
