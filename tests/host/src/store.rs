@@ -59,6 +59,27 @@ pub enum StoreError {
     HostFault(String),
 }
 
+/// Spin 4.0.2's cap on what its host buffers for a guest (`MAX_HOST_BUFFERED_BYTES` in
+/// `spin-world`). Its SQLite, Redis and DynamoDB stores refuse a `list-keys` answer larger
+/// than this, so the test host's stores do too: no test can pass on a listing Spin refuses.
+pub const MAX_HOST_BUFFERED_BYTES: usize = 128 << 20;
+
+/// A key listing as Spin 4.0.2 hands it over, or its refusal: Spin counts the vector, then
+/// for each key a `String` plus the key's bytes, and answers `other("query result exceeds
+/// limit of 134217728 bytes")` once the count passes `limit`.
+pub fn within_listing_limit(keys: Vec<String>, limit: usize) -> Result<Vec<String>, StoreError> {
+    let mut bytes = std::mem::size_of::<Vec<String>>();
+    for key in &keys {
+        bytes += std::mem::size_of::<String>() + key.len();
+        if bytes > limit {
+            return Err(StoreError::Other(format!(
+                "query result exceeds limit of {limit} bytes"
+            )));
+        }
+    }
+    Ok(keys)
+}
+
 /// Outcome of a failed `swap`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SwapError {
@@ -209,7 +230,10 @@ impl HostStore for MemoryStore {
     }
 
     async fn list_keys(&self) -> Result<Vec<String>, StoreError> {
-        Ok(self.lock().keys().cloned().collect())
+        within_listing_limit(
+            self.lock().keys().cloned().collect(),
+            MAX_HOST_BUFFERED_BYTES,
+        )
     }
 
     async fn get_many(
@@ -432,6 +456,37 @@ pub(crate) mod spin_semantics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listing_is_refused_past_spins_buffer_limit_as_spin_counts_it() {
+        let keys =
+            |lens: &[usize]| -> Vec<String> { lens.iter().map(|n| "k".repeat(*n)).collect() };
+        // 24 for the vector, then 24 + length per key (64-bit).
+        assert!(within_listing_limit(keys(&[10, 10]), 24 + 34 + 34).is_ok());
+        assert_eq!(
+            within_listing_limit(keys(&[10, 11]), 24 + 34 + 34),
+            Err(StoreError::Other(
+                "query result exceeds limit of 92 bytes".to_owned()
+            ))
+        );
+    }
+
+    #[test]
+    fn the_memory_store_refuses_a_listing_over_128_mib() {
+        block_on(async {
+            let store = MemoryStore::new();
+            let under = MAX_HOST_BUFFERED_BYTES - 48;
+            store.set(&"k".repeat(under), b"v").await.unwrap();
+            assert_eq!(store.list_keys().await.unwrap().len(), 1);
+            store.set("x", b"v").await.unwrap();
+            assert_eq!(
+                store.list_keys().await,
+                Err(StoreError::Other(
+                    "query result exceeds limit of 134217728 bytes".to_owned()
+                ))
+            );
+        });
+    }
 
     fn block_on<F: std::future::Future>(future: F) -> F::Output {
         tokio::runtime::Builder::new_current_thread()

@@ -93,7 +93,9 @@ use anyhow::Context;
 use async_trait::async_trait;
 use tokio::sync::OnceCell;
 
-use super::{HostCas, HostStore, StoreError, SwapError};
+use super::{
+    HostCas, HostStore, MAX_HOST_BUFFERED_BYTES, StoreError, SwapError, within_listing_limit,
+};
 
 /// The `default` store on a Redis server (Spin runtime config `type = "redis"`).
 pub struct RedisStore {
@@ -184,6 +186,7 @@ impl HostStore for RedisStore {
             .keys::<_, Vec<String>>("*")
             .await
             .map_err(log_error)
+            .and_then(|keys| within_listing_limit(keys, MAX_HOST_BUFFERED_BYTES))
     }
 
     async fn get_many(

@@ -82,7 +82,9 @@ use async_trait::async_trait;
 use rusqlite::{Connection, named_params};
 use tokio::task::block_in_place;
 
-use super::{HostCas, HostStore, StoreError, SwapError};
+use super::{
+    HostCas, HostStore, MAX_HOST_BUFFERED_BYTES, StoreError, SwapError, within_listing_limit,
+};
 
 /// Spin's table, with Spin's text (stored verbatim in `sqlite_schema`).
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS spin_key_value (
@@ -244,8 +246,9 @@ impl HostStore for SqliteStore {
                 .query_map([&self.name], |row| row.get::<_, String>(0))
                 .map_err(log_error)?
                 .map(|key| key.map_err(log_error))
-                .collect()
+                .collect::<Result<Vec<_>, _>>()
         })
+        .and_then(|keys| within_listing_limit(keys, MAX_HOST_BUFFERED_BYTES))
     }
 
     async fn get_many(
