@@ -111,7 +111,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         limit: usize,
     ) -> Result<ProductPage, ListProductsError> {
         let cursor = after
-            .map(|raw| Cursor::parse(raw, DIR_SHARDS, |s| digits(s)))
+            .map(|raw| Cursor::parse(raw, DIR_SHARDS, digits))
             .transpose()?;
         let now = self.now();
         let (mut shard, mut after_slot) = match cursor {
