@@ -67,6 +67,7 @@ mod dynamo {
     use std::collections::{BTreeMap, BTreeSet};
     use std::io::{BufRead, BufReader};
     use std::net::TcpListener;
+    use std::os::unix::process::CommandExt;
     use std::path::PathBuf;
     use std::process::{Child, Command, Stdio};
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -113,23 +114,35 @@ mod dynamo {
             return Some("no `spin` binary (SPIN_BIN, PATH or ../shared/bin/spin)".into());
         }
         let imports = Command::new("python3")
-            .args(["-c", "import boto3, moto.moto_server.werkzeug_app, werkzeug"])
+            .args([
+                "-c",
+                "import boto3, moto.moto_server.werkzeug_app, werkzeug",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
         if !imports.is_ok_and(|s| s.success()) {
-            return Some(
-                "no DynamoDB emulator: `python3 -m pip install 'moto[server]'`".into(),
-            );
+            return Some("no DynamoDB emulator: `python3 -m pip install 'moto[server]'`".into());
         }
         None
     }
 
-    /// A child process, killed on drop.
+    /// A child process in a process group of its own, killed with its whole group on
+    /// drop: `spin up` runs the app in a child process (`spin trigger http`) that
+    /// outlives a kill of `spin up` alone.
     struct Process(Child);
+
+    impl Process {
+        fn spawn(command: &mut Command) -> std::io::Result<Self> {
+            command.process_group(0).spawn().map(Self)
+        }
+    }
 
     impl Drop for Process {
         fn drop(&mut self) {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", self.0.id())])
+                .status();
             let _ = self.0.kill();
             let _ = self.0.wait();
         }
@@ -178,16 +191,16 @@ mod dynamo {
     }
 
     fn start_emulator() -> Result<(Process, String)> {
-        let mut child = Command::new("python3")
-            .arg(root().join("tests/e2e/dynamodb_emulator.py"))
-            .args(["--port", "0", "--region", REGION, "--table", TABLE])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting the DynamoDB emulator")?;
-        let stdout = child.stdout.take().context("piped stdout")?;
-        let emulator = Process(child);
+        let mut emulator = Process::spawn(
+            Command::new("python3")
+                .arg(root().join("tests/e2e/dynamodb_emulator.py"))
+                .args(["--port", "0", "--region", REGION, "--table", TABLE])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null()),
+        )
+        .context("starting the DynamoDB emulator")?;
+        let stdout = emulator.0.stdout.take().context("piped stdout")?;
         let (first, line) = mpsc::channel();
         std::thread::spawn(move || {
             let mut lines = BufReader::new(stdout).lines();
@@ -213,34 +226,35 @@ mod dynamo {
         std::fs::create_dir_all(&state)?;
         let state = TempDir(state);
         let webhook = targets::webhook();
-        let child = Command::new(bin)
-            .arg("up")
-            .arg("--from")
-            .arg(targets::manifest())
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--state-dir")
-            .arg(&state.0)
-            .arg("--runtime-config-file")
-            .arg(root().join("runtime-config/aws-dynamodb.toml"))
-            .env("SPIN_VARIABLE_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("SPIN_VARIABLE_SERVICE_TOKEN", SERVICE_TOKEN)
-            .env("SPIN_VARIABLE_ALERT_WEBHOOK_URL", webhook.url())
-            .env("SPIN_VARIABLE_ALERT_WEBHOOK_ORIGIN", webhook.origin())
-            .env("AWS_ENDPOINT_URL", endpoint)
-            .env("AWS_REGION", REGION)
-            .env("AWS_ACCESS_KEY_ID", "emulator")
-            .env("AWS_SECRET_ACCESS_KEY", "emulator")
-            .env_remove("AWS_SESSION_TOKEN")
-            .env_remove("AWS_PROFILE")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
+        let process = Process::spawn(
+            Command::new(bin)
+                .arg("up")
+                .arg("--from")
+                .arg(targets::manifest())
+                .arg("--listen")
+                .arg(format!("127.0.0.1:{port}"))
+                .arg("--state-dir")
+                .arg(&state.0)
+                .arg("--runtime-config-file")
+                .arg(root().join("runtime-config/aws-dynamodb.toml"))
+                .env("SPIN_VARIABLE_ADMIN_TOKEN", ADMIN_TOKEN)
+                .env("SPIN_VARIABLE_SERVICE_TOKEN", SERVICE_TOKEN)
+                .env("SPIN_VARIABLE_ALERT_WEBHOOK_URL", webhook.url())
+                .env("SPIN_VARIABLE_ALERT_WEBHOOK_ORIGIN", webhook.origin())
+                .env("AWS_ENDPOINT_URL", endpoint)
+                .env("AWS_REGION", REGION)
+                .env("AWS_ACCESS_KEY_ID", "emulator")
+                .env("AWS_SECRET_ACCESS_KEY", "emulator")
+                .env_remove("AWS_SESSION_TOKEN")
+                .env_remove("AWS_PROFILE")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit()),
+        )
+        .with_context(|| format!("starting {}", bin.display()))?;
         let node = Node {
             base_url: format!("http://127.0.0.1:{port}"),
-            _process: Process(child),
+            _process: process,
             _state: state,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -261,10 +275,8 @@ mod dynamo {
         ];
         let run = format!("{:x}", std::process::id());
         let product = format!("dynamo-flash-{run}");
-        let stocked = nodes[0].put_stock(
-            &product,
-            json!({"warehouse_id": "main", "quantity": UNITS}),
-        );
+        let stocked =
+            nodes[0].put_stock(&product, json!({"warehouse_id": "main", "quantity": UNITS}));
         ensure!(stocked.status == 200, "stocking: {}", stocked.raw);
 
         let started = Instant::now();
