@@ -13,15 +13,32 @@ erasing every write that landed meanwhile. Real DynamoDB does neither. So reques
 served one at a time here (connections are still accepted concurrently): the emulator
 then behaves as the service's store contract requires, and a failure in these tests
 is the service's, not the emulator's.
+
+That copy of the whole table also makes every transaction cost as much as the table is
+large. Spin's store sends one item per transaction, and a one-item transaction that
+fails has written nothing, so here the "copy" is the table itself (rolling back to it
+changes nothing) and a transaction costs what its item does.
 """
 
 import argparse
 import sys
 import threading
 
+import copy
+
 import boto3
+import moto.dynamodb.models as dynamodb_models
+from moto.dynamodb.models.table import Table
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import make_server
+
+
+class KeepTables:
+    """Stands in for the `copy` module in moto's DynamoDB backend: tables are not copied."""
+
+    @staticmethod
+    def deepcopy(value, memo=None):
+        return value if isinstance(value, Table) else copy.deepcopy(value, memo)
 
 class OneAtATime:
     """Serves one WSGI request at a time, body included."""
@@ -50,6 +67,7 @@ def main():
     app = DomainDispatcherApplication(create_backend_app)
     if not args.threaded_unsafe:
         app = OneAtATime(app)
+        dynamodb_models.copy = KeepTables
     server = make_server("127.0.0.1", args.port, app, threaded=True)
     url = f"http://127.0.0.1:{server.port}"
     threading.Thread(target=server.serve_forever, daemon=True).start()
