@@ -66,7 +66,12 @@
 //!   (`HostConfig::store` or the binary's `--sqlite-path`). No runtime-config
 //!   file: the other backend is a real Redis server with Spin's Redis store
 //!   behaviour ([`store::redis::RedisStore`], `HostConfig::store` or the
-//!   binary's `--redis-url`), no Cosmos/DynamoDB; no `max_result_bytes` limits.
+//!   binary's `--redis-url`), no Cosmos; no `max_result_bytes` limits.
+//! - No DynamoDB backend: Spin's `aws_dynamo` store (eventually consistent
+//!   `get` unless `consistent_read`, every failed write reported as
+//!   `CasFailed`, an `increment` that fails when it loses a race) is tested on
+//!   real Spin over an emulator only (`tests/e2e/tests/dynamodb.rs`), and in
+//!   the domain through the fault double's DynamoDB plan.
 //! - Spin's instance reuse, request timeouts, HTTPS/TLS listener, HTTP/2,
 //!   `spin build`/`spin watch` (use [`build_wasm`]), logging to files. A
 //!   request Spin's server rejects with an error (no authority, e.g. after a

@@ -47,6 +47,7 @@ pub struct SpinConfig {
     bin: PathBuf,
     manifest: PathBuf,
     variables: Vec<(String, String)>,
+    environment: Vec<(String, String)>,
     runtime_config: Option<PathBuf>,
 }
 
@@ -56,6 +57,7 @@ impl SpinConfig {
             bin: bin.into(),
             manifest: manifest.into(),
             variables: Vec::new(),
+            environment: Vec::new(),
             runtime_config: None,
         }
     }
@@ -64,6 +66,12 @@ impl SpinConfig {
     /// line, where every process could read a token).
     pub fn variable(mut self, name: &str, value: impl Into<String>) -> Self {
         self.variables.push((name.to_owned(), value.into()));
+        self
+    }
+
+    /// An environment variable of `spin up` (e.g. a store's credentials).
+    pub fn env(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.environment.push((name.to_owned(), value.into()));
         self
     }
 
@@ -98,6 +106,7 @@ impl SpinUp {
                 value,
             );
         }
+        command.envs(config.environment.iter().map(|(name, value)| (name, value)));
         let mut args: Vec<OsString> = vec![
             "up".into(),
             "--from".into(),

@@ -706,6 +706,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         let line = &record.lines[0];
         let rid = record.id.as_str();
         let op = self.fresh_op();
+        let key = keys::product(&line.product_id);
         let outcome = self.write_product(&line.product_id, &op, |current, now| {
             let Some(current) = current else {
                 return Ok::<_, EngineError>(Step::Keep(LineOutcome::Lapsed));
@@ -799,7 +800,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         })?;
         Ok(match outcome {
             Outcome::Written { result, .. } | Outcome::Kept(result) => result,
-            Outcome::AlreadyApplied(_) => unreachable!("a fresh operation id is never applied"),
+            Outcome::AlreadyApplied(_) => return Err(EngineError::Unaccounted { key, op }),
         })
     }
 
@@ -893,6 +894,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
     ) -> Result<Placement, EngineError> {
         let rid = record.id.as_str();
         let op = self.fresh_op();
+        let key = keys::product(&line.product_id);
         let outcome = self.write_product(&line.product_id, &op, |current, now| {
             let Some(current) = current else {
                 return Ok::<_, EngineError>(Step::Keep(Placement::Short(Shortage {
@@ -965,7 +967,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         })?;
         Ok(match outcome {
             Outcome::Written { result, .. } | Outcome::Kept(result) => result,
-            Outcome::AlreadyApplied(_) => unreachable!("a fresh operation id is never applied"),
+            Outcome::AlreadyApplied(_) => return Err(EngineError::Unaccounted { key, op }),
         })
     }
 
@@ -1007,6 +1009,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
     ) -> Result<u64, EngineError> {
         let rid = record.id.as_str();
         let op = self.fresh_op();
+        let key = keys::product(&line.product_id);
         let outcome = self.write_product(&line.product_id, &op, |current, now| {
             let Some(current) = current else {
                 return Ok::<_, EngineError>(Step::Keep(0));
@@ -1028,6 +1031,10 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
             // this record, so its state tells the two apart.
             if recorded_hold_live
                 && let Some(now_stored) = self.read_reservation(&record.id)?
+                // A read older than the record this call holds (an eventually
+                // consistent `get` that does not show this call's own transition yet)
+                // tells nothing new.
+                && now_stored.version >= record.version
                 && !matches!(
                     now_stored.state,
                     ReservationState::Releasing
@@ -1111,7 +1118,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         })?;
         Ok(match outcome {
             Outcome::Written { result, .. } | Outcome::Kept(result) => result,
-            Outcome::AlreadyApplied(_) => unreachable!("a fresh operation id is never applied"),
+            Outcome::AlreadyApplied(_) => return Err(EngineError::Unaccounted { key, op }),
         })
     }
 }
