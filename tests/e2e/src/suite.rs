@@ -621,10 +621,29 @@ fn percent_encoded_ids(c: &Client) -> Result<()> {
 fn bad_escapes_in_ids(c: &Client) -> Result<()> {
     let p = product("esc");
     stocked(c, &p, 4)?;
-    for bad in ["%ZZ", "a%2", "a%2Fb", "a%2fb", "caf%E9", "caf%C3%A9", "a%20b", "%25"] {
+    for bad in [
+        "%ZZ",
+        "a%2",
+        "a%2Fb",
+        "a%2fb",
+        "caf%E9",
+        "caf%C3%A9",
+        "a%20b",
+        "%25",
+    ] {
         for (method, path, who, code) in [
-            ("GET", format!("/v1/stock/{bad}"), As::Anonymous, "invalid_product_id"),
-            ("PUT", format!("/v1/stock/{bad}"), As::Admin, "invalid_product_id"),
+            (
+                "GET",
+                format!("/v1/stock/{bad}"),
+                As::Anonymous,
+                "invalid_product_id",
+            ),
+            (
+                "PUT",
+                format!("/v1/stock/{bad}"),
+                As::Admin,
+                "invalid_product_id",
+            ),
             (
                 "GET",
                 format!("/v1/stock/{bad}/availability?quantity=1"),
@@ -682,7 +701,10 @@ fn bad_escapes_in_ids(c: &Client) -> Result<()> {
 /// connection; returns the status and whatever followed the response's header block.
 fn raw_request(c: &Client, head: &[u8], body: &[u8]) -> Result<(u16, Vec<u8>)> {
     use std::io::{Read, Write};
-    let addr = c.base().strip_prefix("http://").context("an http base URL")?;
+    let addr = c
+        .base()
+        .strip_prefix("http://")
+        .context("an http base URL")?;
     let mut stream = std::net::TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut request = head.to_vec();
