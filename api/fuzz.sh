@@ -25,7 +25,12 @@ free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1
 server=
 state=
 stop() {
-    if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; fi
+    if [ -n "$server" ]; then
+        # `spin up` runs the app in a child (`spin trigger http`): stop that first.
+        pkill -P "$server" 2>/dev/null || true
+        kill "$server" 2>/dev/null || true
+        wait "$server" 2>/dev/null || true
+    fi
     if [ -n "$state" ]; then rm -rf "$state"; fi
 }
 trap stop EXIT
