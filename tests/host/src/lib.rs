@@ -15,6 +15,12 @@
 //!   (`spin-full-url`, `spin-path-info`, `spin-matched-route`,
 //!   `spin-component-route`, `spin-raw-component-route`, `spin-base-path`,
 //!   `spin-client-addr`, `spin-path-match-*`); `/.well-known/spin/health`.
+//!   The path reaches the component as the client sent it: percent escapes stay
+//!   undecoded in the URI, `spin-full-url` and `spin-path-info`, and routes
+//!   match the raw path (so `%2F` never splits a segment).
+//! - Spin's request preparation (`prepare_request_headers`): a header value
+//!   that is not UTF-8 fails the request with a 500 and an empty body before
+//!   any component runs, on routed and chained requests alike.
 //! - Each component compiled once, then one fresh instance per request
 //!   (`InstancePre`) through `wasmtime-wasi-http`'s
 //!   `wasi:http/incoming-handler@0.2.x` export; a trap or a missing response
