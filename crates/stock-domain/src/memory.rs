@@ -2,6 +2,13 @@
 //! deterministic fault injection (SPEC §5), and a manual clock and id generator — the
 //! test doubles for the domain's ports.
 //!
+//! The faults are the answers Spin 4.0.2's stores give: Redis reports swaps that landed
+//! as failed; DynamoDB reports *every* failure of its `TransactWriteItems` as `CasFailed`
+//! (a lost race, throttling, a timeout, an SDK retry of a write that had landed), serves
+//! `get` from an eventually consistent read unless `consistent_read` is set (its `cas`
+//! reads are always consistent), and fails an `increment` that lost a race or whose
+//! answer was lost after it landed.
+//!
 //! One `MemoryKv` is one shared store; [`MemoryKv::instance`] gives a handle that plays
 //! one component instance with its own fault plan, so a test can "crash" an instance
 //! after its Nth call while the store lives on for the next request.
@@ -27,6 +34,16 @@ pub struct FaultPlan {
     pub false_success: f64,
     /// The instance dies after this many successful store calls: every later call fails.
     pub crash_after: Option<u64>,
+    /// A swap that lands is seen by this instance's next `stale_reads` `get`s of the key
+    /// as the value before it (an eventually consistent read; `cas` reads stay exact).
+    pub stale_write: f64,
+    pub stale_reads: u32,
+    /// An `increment` is applied twice (an SDK retry of a write that had landed) and
+    /// answers the doubled count.
+    pub increment_twice: f64,
+    /// An `increment` fails with a store error; a coin of the same generator decides
+    /// whether it landed first.
+    pub increment_error: f64,
 }
 
 impl FaultPlan {
@@ -38,7 +55,23 @@ impl FaultPlan {
             conflict: 0.1,
             false_failure: 0.1,
             false_success: 0.05,
-            crash_after: None,
+            ..Self::dynamo(seed)
+        }
+    }
+
+    /// What Spin's DynamoDB store answers under load: every failure as `CasFailed`
+    /// (some of them written), reads that lag behind writes, increments that fail or
+    /// count twice.
+    pub fn dynamo(seed: u64) -> Self {
+        Self {
+            seed,
+            conflict: 0.1,
+            false_failure: 0.1,
+            stale_write: 0.2,
+            stale_reads: 2,
+            increment_twice: 0.1,
+            increment_error: 0.1,
+            ..Self::default()
         }
     }
 }
@@ -48,6 +81,9 @@ struct InstanceState {
     calls: u64,
     rng: u64,
     crashed: bool,
+    /// Keys whose last landed swap this instance does not see yet: the value its `get`
+    /// answers instead, and for how many more reads.
+    stale: BTreeMap<String, (Option<Vec<u8>>, u32)>,
 }
 
 /// The shared store plus one instance's faults.
@@ -65,7 +101,12 @@ impl MemoryKv {
 
     /// A new instance over the same data, with its own fault plan.
     pub fn instance(&self, plan: FaultPlan) -> Self {
-        let rng = plan.seed ^ 0x9e37_79b9_7f4a_7c15;
+        // SplitMix64 of the seed: neighbouring seeds must not start the xorshift
+        // generator in neighbouring states, whose first draws would all agree.
+        let mut rng = plan.seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        rng = (rng ^ (rng >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        rng = (rng ^ (rng >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        rng ^= rng >> 31;
         Self {
             data: Arc::clone(&self.data),
             plan: Arc::new(plan),
@@ -120,6 +161,16 @@ impl KeyValueStore for MemoryKv {
 
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
         self.enter()?;
+        let mut st = self.state.lock().unwrap();
+        if let Some((old, left)) = st.stale.get_mut(key) {
+            let old = old.clone();
+            *left -= 1;
+            if *left == 0 {
+                st.stale.remove(key);
+            }
+            return Ok(old);
+        }
+        drop(st);
         Ok(self.data.lock().unwrap().get(key).cloned())
     }
 
@@ -148,6 +199,32 @@ impl KeyValueStore for MemoryKv {
 
     fn increment(&self, key: &str, delta: i64) -> Result<i64, KvError> {
         self.enter()?;
+        if self.draw(self.plan.increment_error) {
+            if self.draw(0.5) {
+                self.add(key, delta)?;
+            }
+            return Err(KvError::Store(anyhow!(
+                "injected increment failure on {key}"
+            )));
+        }
+        if self.draw(self.plan.increment_twice) {
+            self.add(key, delta)?;
+        }
+        self.add(key, delta)
+    }
+
+    fn cas(&self, key: &str) -> Result<MemoryCas, KvError> {
+        self.enter()?;
+        Ok(MemoryCas {
+            kv: self.clone(),
+            key: key.to_owned(),
+            seen: Mutex::new(None),
+        })
+    }
+}
+
+impl MemoryKv {
+    fn add(&self, key: &str, delta: i64) -> Result<i64, KvError> {
         let mut data = self.data.lock().unwrap();
         let old = match data.get(key) {
             Some(v) => i64::from_le_bytes(
@@ -160,15 +237,6 @@ impl KeyValueStore for MemoryKv {
         let new = old + delta;
         data.insert(key.to_owned(), new.to_le_bytes().to_vec());
         Ok(new)
-    }
-
-    fn cas(&self, key: &str) -> Result<MemoryCas, KvError> {
-        self.enter()?;
-        Ok(MemoryCas {
-            kv: self.clone(),
-            key: key.to_owned(),
-            seen: Mutex::new(None),
-        })
     }
 }
 
@@ -202,11 +270,18 @@ impl CasHandle for MemoryCas {
         let written = match seen {
             Some(old) if data.get(&self.key) != Some(&old) => false,
             _ => {
-                data.insert(self.key, value);
+                let before = data.insert(self.key.clone(), value);
+                drop(data);
+                let mut st = self.kv.state.lock().unwrap();
+                st.stale.remove(&self.key);
+                drop(st);
+                if plan.stale_reads > 0 && self.kv.draw(plan.stale_write) {
+                    let mut st = self.kv.state.lock().unwrap();
+                    st.stale.insert(self.key, (before, plan.stale_reads));
+                }
                 true
             }
         };
-        drop(data);
         if !written || self.kv.draw(plan.false_failure) {
             return Err(SwapError::CasFailed);
         }
@@ -304,6 +379,44 @@ mod tests {
         cas.current().unwrap();
         cas.swap(b"b".to_vec()).unwrap();
         assert_eq!(kv.get("k").unwrap().unwrap(), b"a");
+    }
+
+    #[test]
+    fn a_stale_write_is_read_as_the_old_value_for_the_next_reads_only() {
+        let kv = MemoryKv::new().instance(FaultPlan {
+            stale_write: 1.0,
+            stale_reads: 2,
+            ..Default::default()
+        });
+        kv.set("k", b"a").unwrap();
+        let cas = kv.cas("k").unwrap();
+        cas.current().unwrap();
+        cas.swap(b"b".to_vec()).unwrap();
+        assert_eq!(kv.get("k").unwrap().unwrap(), b"a");
+        assert_eq!(kv.cas("k").unwrap().current().unwrap().unwrap(), b"b");
+        assert_eq!(kv.get("k").unwrap().unwrap(), b"a");
+        assert_eq!(kv.get("k").unwrap().unwrap(), b"b");
+    }
+
+    #[test]
+    fn increments_can_count_twice_or_fail_whether_or_not_they_landed() {
+        let twice = MemoryKv::new().instance(FaultPlan {
+            increment_twice: 1.0,
+            ..Default::default()
+        });
+        assert_eq!(twice.increment("c", 1).unwrap(), 2);
+        let failing = MemoryKv::new().instance(FaultPlan {
+            seed: 3,
+            increment_error: 1.0,
+            ..Default::default()
+        });
+        let mut landed = std::collections::BTreeSet::new();
+        for _ in 0..16 {
+            let before = failing.snapshot().get("c").cloned();
+            assert!(failing.increment("c", 1).is_err());
+            landed.insert(failing.snapshot().get("c").cloned() != before);
+        }
+        assert_eq!(landed.len(), 2, "both a landed and a lost failure occur");
     }
 
     #[test]

@@ -5,7 +5,10 @@
 //! - every write carries an operation id, remembered in a small ring inside the record,
 //!   so after any answer from `swap` (true or false) the next read — made at once — tells
 //!   whether the write landed: a reported failure is never trusted and, with
-//!   `verify_writes`, a reported success is not either;
+//!   `verify_writes`, a reported success is not either. Each attempt tags the id with
+//!   its number, and a write whose landing no read has shown yet stays remembered with
+//!   its result, so a later read that shows it (Spin's DynamoDB store without
+//!   `consistent_read`) still yields that attempt's result, never "someone else's";
 //! - a record is never *created* by compare-and-swap (on SQLite that is an unconditional
 //!   upsert): the creator is elected with the store's atomic `increment` on a side key,
 //!   and the others wait for it;
@@ -90,6 +93,10 @@ pub enum EngineError {
     Contention,
     #[error(transparent)]
     Kv(#[from] KvError),
+    /// A call found its own fresh operation id applied by a write it has no account
+    /// of: the store answered something no shipped store should.
+    #[error("record {key} holds operation {op}, which this call never saw land")]
+    Unaccounted { key: String, op: String },
     #[error("record {key} is not readable: {source}")]
     Corrupt {
         key: String,
@@ -190,8 +197,12 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> Engine<'_, K, C, I> {
         T: Record,
         E: From<EngineError>,
     {
-        // A write whose swap reported failure: it may still have landed.
-        let mut unsure: Option<R> = None;
+        // Every write whose answer left open whether it landed (on Spin's DynamoDB
+        // store that is every answer: a failure may be a write the SDK retried after it
+        // had landed, and a success may not yet show in a read), with the result it
+        // stands for. Each attempt writes its own tag of the operation id, so the record
+        // tells which attempt landed; none is ever forgotten.
+        let mut unsure: Vec<(String, R)> = Vec::new();
         // Whether this call won the election to create the record, once it has run one.
         let mut elected: Option<bool> = None;
         for attempt in 0..self.policy.max_attempts {
@@ -203,25 +214,29 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> Engine<'_, K, C, I> {
                 Some(bytes) => Some(decode(key, &bytes)?),
                 None => None,
             };
-            if let Some(record) = &current
-                && record.ops().iter().any(|o| o == op)
-            {
-                return Ok(match unsure.take() {
-                    Some(result) => Outcome::Written {
+            if let Some(record) = &current {
+                if let Some(i) = unsure
+                    .iter()
+                    .position(|(tag, _)| record.ops().iter().any(|o| o == tag))
+                {
+                    let (_, result) = unsure.swap_remove(i);
+                    return Ok(Outcome::Written {
                         record: record.clone(),
                         result,
-                    },
-                    None => Outcome::AlreadyApplied(record.clone()),
-                });
+                    });
+                }
+                if applied(record.ops(), op) {
+                    return Ok(Outcome::AlreadyApplied(record.clone()));
+                }
             }
-            unsure = None;
             let now = self.clock.now_ms();
             let (mut next, result) = match decide(current.as_ref(), now)? {
                 Decision::Keep(result) => return Ok(Outcome::Kept(result)),
                 Decision::Write(next, result) => (next, result),
             };
+            let tag = tag(op, attempt);
             let ring = next.ops_mut();
-            ring.push_back(op.to_owned());
+            ring.push_back(tag.clone());
             while ring.len() > T::RING {
                 ring.pop_front();
             }
@@ -230,11 +245,14 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> Engine<'_, K, C, I> {
                 // Counted once per call: a winner whose creating swap did not land
                 // stays the winner and simply tries again.
                 if elected.is_none() {
-                    let count = self
-                        .kv
-                        .increment(&keys::birth(key), 1)
-                        .map_err(EngineError::from)?;
-                    elected = Some(count == 1);
+                    match self.kv.increment(&keys::birth(key), 1) {
+                        Ok(count) => elected = Some(count == 1),
+                        // Spin's DynamoDB store fails an increment that lost a race, and
+                        // one that landed but whose answer was lost: count again on the
+                        // next attempt. (An increment counted twice only makes this call
+                        // wait for a creator that does not exist, until it takes over.)
+                        Err(_) => continue,
+                    }
                 }
                 // Another request is creating this record: wait for it, and take over
                 // only on the last attempt (its creator has died).
@@ -249,35 +267,46 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> Engine<'_, K, C, I> {
                         result,
                     });
                 }
-                Ok(()) => {
-                    if let Some(landed) = read::<K, T>(self.kv, key)?
-                        && landed.ops().iter().any(|o| o == op)
-                    {
-                        return Ok(Outcome::Written {
-                            record: next,
-                            result,
-                        });
-                    }
-                }
-                Err(SwapError::CasFailed) => {
-                    // Look at once, before any backoff: the longer the wait, the more
-                    // writes may land meanwhile and push this operation id out of the
-                    // ring. (On Spin's Redis store every swap lands here.)
-                    if let Some(landed) = read::<K, T>(self.kv, key)?
-                        && landed.ops().iter().any(|o| o == op)
-                    {
-                        return Ok(Outcome::Written {
-                            record: next,
-                            result,
-                        });
-                    }
-                    unsure = Some(result);
-                }
+                Ok(()) | Err(SwapError::CasFailed) => {}
                 Err(SwapError::Store(e)) => return Err(EngineError::from(e).into()),
             }
+            // Look at once, before any backoff: the longer the wait, the more writes may
+            // land meanwhile and push this tag out of the ring. (On Spin's Redis store
+            // every swap that lands is reported failed.)
+            if let Some(landed) = read::<K, T>(self.kv, key)?
+                && landed.ops().iter().any(|o| *o == tag)
+            {
+                return Ok(Outcome::Written {
+                    record: next,
+                    result,
+                });
+            }
+            unsure.push((tag, result));
         }
         Err(EngineError::Contention.into())
     }
+}
+
+/// The ring entry that attempt `attempt` of operation `op` writes: `op` itself for the
+/// first attempt, `op.N` for attempt N.
+fn tag(op: &str, attempt: u32) -> String {
+    if attempt == 0 {
+        op.to_owned()
+    } else {
+        format!("{op}.{attempt}")
+    }
+}
+
+/// Whether some attempt of operation `op` is among a record's remembered ring entries.
+pub fn applied<'a>(ops: impl IntoIterator<Item = &'a String>, op: &str) -> bool {
+    ops.into_iter().any(|o| {
+        o.strip_prefix(op).is_some_and(|rest| {
+            rest.is_empty()
+                || rest
+                    .strip_prefix('.')
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
+    })
 }
 
 /// A stable 64-bit FNV-1a digest, for operation ids and request fingerprints derived
@@ -301,6 +330,22 @@ mod tests {
     fn the_digest_separates_its_parts() {
         assert_ne!(digest(&["ab", "c"]), digest(&["a", "bc"]));
         assert_eq!(digest(&["x", "y"]), digest(&["x", "y"]));
+    }
+
+    #[test]
+    fn an_operation_is_applied_under_any_of_its_attempt_tags_only() {
+        let ring: VecDeque<String> = ["ab", "cd.3", "ef.x", "gh."]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        assert!(applied(&ring, "ab"));
+        assert!(applied(&ring, "cd"));
+        assert!(!applied(&ring, "a"));
+        assert!(!applied(&ring, "c"));
+        assert!(!applied(&ring, "ef"));
+        assert!(!applied(&ring, "gh"));
+        assert_eq!(tag("ab", 0), "ab");
+        assert_eq!(tag("ab", 2), "ab.2");
     }
 
     #[test]

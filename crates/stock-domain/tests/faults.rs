@@ -313,6 +313,51 @@ fn swaps_reported_written_although_lost_are_caught_and_retried() {
 }
 
 #[test]
+fn landed_writes_that_reads_show_only_later_apply_exactly_once() {
+    every_operation_applies_once_on(|seed| FaultPlan {
+        seed,
+        stale_write: 1.0,
+        stale_reads: 3,
+        ..Default::default()
+    });
+}
+
+#[test]
+fn swaps_reported_failed_although_written_and_read_late_apply_exactly_once() {
+    every_operation_applies_once_on(|seed| FaultPlan {
+        seed,
+        false_failure: 1.0,
+        stale_write: 1.0,
+        stale_reads: 2,
+        ..Default::default()
+    });
+}
+
+#[test]
+fn every_operation_applies_once_on_what_the_dynamodb_store_answers() {
+    for round in 0..8 {
+        every_operation_applies_once_on(|seed| FaultPlan::dynamo(round * 100 + seed));
+    }
+}
+
+#[test]
+fn a_record_is_created_although_its_birth_increment_fails_or_counts_twice() {
+    for seed in 0..32 {
+        let mut w = World::new();
+        let plan = FaultPlan {
+            seed,
+            increment_error: 0.5,
+            increment_twice: if seed % 2 == 0 { 1.0 } else { 0.0 },
+            ..Default::default()
+        };
+        let created = w.svc_with(plan).update_stock(update("new", 5));
+        assert!(created.is_ok(), "seed {seed}: {created:?}");
+        assert_eq!(w.svc().get_stock(&pid("new")).unwrap().on_hand, 5);
+        w.check_settled();
+    }
+}
+
+#[test]
 fn a_record_whose_creating_swaps_are_misreported_is_still_created_by_its_elected_creator() {
     for seed in 0..32 {
         let mut w = World::new();
@@ -331,17 +376,29 @@ fn a_record_whose_creating_swaps_are_misreported_is_still_created_by_its_elected
 
 #[test]
 fn many_threads_reserving_one_product_never_oversell() {
+    reserving_one_product_from_many_threads_grants_exactly_the_stock(|t| FaultPlan {
+        seed: t,
+        conflict: 0.1,
+        false_failure: 0.1,
+        ..Default::default()
+    });
+}
+
+/// The two-node DynamoDB run of the README, in the domain: every grant holds a unit.
+#[test]
+fn many_threads_reserving_one_product_on_dynamodb_answers_never_oversell() {
+    reserving_one_product_from_many_threads_grants_exactly_the_stock(|t| FaultPlan::dynamo(50 + t));
+}
+
+fn reserving_one_product_from_many_threads_grants_exactly_the_stock(
+    plan: impl Fn(u64) -> FaultPlan,
+) {
     let mut w = World::new();
     w.svc().update_stock(update("hot", 100)).unwrap();
     let granted = std::sync::atomic::AtomicU64::new(0);
     std::thread::scope(|s| {
         for t in 0..16u64 {
-            let svc = w.svc_with(FaultPlan {
-                seed: t,
-                conflict: 0.1,
-                false_failure: 0.1,
-                ..Default::default()
-            });
+            let svc = w.svc_with(plan(t));
             let granted = &granted;
             s.spawn(move || {
                 loop {
@@ -504,6 +561,8 @@ mod interleavings {
         crash_after: Option<u64>,
         conflict: bool,
         liar: bool,
+        /// Reads that lag behind writes, increments that fail or count twice.
+        dynamo: bool,
     }
 
     fn fault() -> impl Strategy<Value = Fault> {
@@ -511,11 +570,13 @@ mod interleavings {
             prop::option::weighted(0.3, 0..12u64),
             any::<bool>(),
             any::<bool>(),
+            any::<bool>(),
         )
-            .prop_map(|(crash_after, conflict, liar)| Fault {
+            .prop_map(|(crash_after, conflict, liar, dynamo)| Fault {
                 crash_after,
                 conflict,
                 liar,
+                dynamo,
             })
     }
 
@@ -526,6 +587,10 @@ mod interleavings {
             conflict: if fault.conflict { 0.3 } else { 0.0 },
             false_failure: if fault.liar { 0.3 } else { 0.0 },
             false_success: if fault.liar { 0.1 } else { 0.0 },
+            stale_write: if fault.dynamo { 0.5 } else { 0.0 },
+            stale_reads: 2,
+            increment_twice: if fault.dynamo { 0.3 } else { 0.0 },
+            increment_error: if fault.dynamo { 0.3 } else { 0.0 },
         });
         let pick = |i: usize| ids.get(i % ids.len().max(1)).cloned();
         match step {

@@ -41,6 +41,7 @@ use http::header::CONTENT_TYPE;
 use serde_json::{Map, Value};
 use stock_domain::service::{InboundEvent, InboundKind};
 
+use crate::percent;
 use crate::problem::{Code, Problem};
 use crate::request::{
     cart_id, check_body, order_id, product_id, quantity, stock_level, units, warehouse_id,
@@ -302,26 +303,9 @@ fn header(req: &Request<Vec<u8>>, name: &str) -> Result<Option<String>, Problem>
     value
         .to_str()
         .ok()
-        .and_then(percent_decode)
-        .map(Some)
+        .and_then(percent::decode)
+        .map(|value| Some(value.into_owned()))
         .ok_or_else(|| invalid(format!("the {name} header is not percent-encoded UTF-8")))
-}
-
-fn percent_decode(raw: &str) -> Option<String> {
-    let mut out = Vec::with_capacity(raw.len());
-    let mut bytes = raw.bytes();
-    while let Some(b) = bytes.next() {
-        if b != b'%' {
-            out.push(b);
-            continue;
-        }
-        let hex = [bytes.next()?, bytes.next()?];
-        if !hex.iter().all(u8::is_ascii_hexdigit) {
-            return None;
-        }
-        out.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
-    }
-    String::from_utf8(out).ok()
 }
 
 /// The `data` members of one event.
@@ -585,15 +569,6 @@ mod tests {
             cloud_event(&broken).unwrap_err().code(),
             Code::MalformedJson
         );
-    }
-
-    #[test]
-    fn percent_decoding_follows_the_http_binding() {
-        assert_eq!(percent_decode("a%20b%25c").as_deref(), Some("a b%c"));
-        assert_eq!(percent_decode("plain+text").as_deref(), Some("plain+text"));
-        for bad in ["%", "%2", "%+1", "%C3"] {
-            assert_eq!(percent_decode(bad), None, "{bad:?}");
-        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! - [`problem`]: RFC 9457 errors with stable codes;
 //! - [`auth`]: bearer tokens, compared in constant time;
 //! - [`request`] / [`wire`]: parsing into domain values and the JSON wire contract;
+//! - [`percent`]: RFC 3986 percent-encoding of ids in paths, both ways;
 //! - [`inbound`]: the CloudEvents consumed from the cart and order services;
 //! - [`webhook`]: the admin webhook's alert notifications.
 
@@ -13,6 +14,7 @@ pub mod auth;
 mod errors;
 pub mod inbound;
 pub mod ops;
+pub mod percent;
 pub mod problem;
 pub mod request;
 mod response;

@@ -1,9 +1,10 @@
 //! Reading a request: path parameters, query strings, headers and JSON bodies, each
 //! turned into domain values or into the problem that explains what is wrong.
 //!
-//! Components receive the full request path (Spin passes it through, and so does the test
-//! host), so path parameters are read from `uri().path()` against the route's pattern
-//! rather than from Spin-specific headers.
+//! Components receive the full request path as the client sent it, escapes included
+//! (Spin passes it through undecoded, in the URI and in `spin-full-url`, and so does the
+//! test host), so path parameters are read from `uri().path()` against the route's pattern
+//! rather than from Spin-specific headers, then percent-decoded ([`crate::percent`]).
 
 use std::collections::BTreeMap;
 
@@ -16,6 +17,7 @@ use stock_domain::models::{
     ReservationId, StockLevel, WarehouseId,
 };
 
+use crate::percent;
 use crate::problem::{Code, Problem};
 
 /// The largest request body accepted (SPEC §6: oversized bodies are refused).
@@ -24,9 +26,57 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// The header that makes a mutating request safe to retry.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
-/// The value of the single `:name` segment of `pattern` in the request path, e.g.
+/// The product id in the `:product_id` segment of `pattern`, e.g.
+/// `path_product_id(req, "/v1/stock/:product_id")`; see [`path_id`].
+pub fn path_product_id(req: &Request<Vec<u8>>, pattern: &str) -> Result<ProductId, Problem> {
+    path_id(
+        req,
+        pattern,
+        Code::InvalidProductId,
+        "product_id",
+        product_id,
+    )
+}
+
+/// The reservation id in the `:reservation_id` segment of `pattern`; see [`path_id`].
+pub fn path_reservation_id(
+    req: &Request<Vec<u8>>,
+    pattern: &str,
+) -> Result<ReservationId, Problem> {
+    path_id(
+        req,
+        pattern,
+        Code::InvalidReservationId,
+        "reservation_id",
+        reservation_id,
+    )
+}
+
+/// Every id taken from a path, whatever its kind: the raw segment is percent-decoded
+/// (RFC 3986, [`percent::decode`]) and then validated by `parse` exactly like the same
+/// id in a body, so `SKU%3A42` is `SKU:42`. A malformed escape or bytes that are not
+/// UTF-8 are the id's own problem (`code`); an escape that decodes to a character
+/// outside the id alphabet (`%2F` is `/`) is refused by `parse`.
+fn path_id<T>(
+    req: &Request<Vec<u8>>,
+    pattern: &str,
+    code: Code,
+    field: &str,
+    parse: fn(&str) -> Result<T, Problem>,
+) -> Result<T, Problem> {
+    let raw = path_param(req, pattern)?;
+    let id = percent::decode(raw).ok_or_else(|| {
+        Problem::new(
+            code,
+            format!("{field}: the path segment is not percent-encoded UTF-8"),
+        )
+    })?;
+    parse(&id)
+}
+
+/// The raw value of the single `:name` segment of `pattern` in the request path, e.g.
 /// `path_param(req, "/v1/stock/:product_id")`. A trailing slash is tolerated.
-pub fn path_param<'r>(req: &'r Request<Vec<u8>>, pattern: &str) -> Result<&'r str, Problem> {
+fn path_param<'r>(req: &'r Request<Vec<u8>>, pattern: &str) -> Result<&'r str, Problem> {
     let path = req.uri().path();
     let path = path
         .strip_suffix('/')
@@ -332,12 +382,79 @@ mod tests {
         assert_eq!(product_id(raw).unwrap_err().code(), Code::InvalidProductId);
     }
 
+    /// Every character of the id alphabet, sent as is and percent-encoded (upper and
+    /// lower case hex), with the id each must give, on every route with an id in its path.
+    fn encoded_ids() -> Vec<(String, String)> {
+        let alphabet: Vec<u8> = (b'A'..=b'Z')
+            .chain(b'a'..=b'z')
+            .chain(b'0'..=b'9')
+            .chain(*b"._:-")
+            .collect();
+        // Halves, so that every case also fits a reservation id (at most 64 characters).
+        let mut cases = vec![("SKU%3A42".to_owned(), "SKU:42".to_owned())];
+        for half in alphabet.chunks(alphabet.len().div_ceil(2)) {
+            let id = String::from_utf8(half.to_vec()).unwrap();
+            let upper: String = half.iter().map(|b| format!("%{b:02X}")).collect();
+            let lower: String = half.iter().map(|b| format!("%{b:02x}")).collect();
+            for raw in [id.clone(), upper, lower] {
+                cases.push((raw, id.clone()));
+            }
+        }
+        cases
+    }
+
     #[test]
-    fn percent_encoded_path_ids_are_invalid_ids() {
-        assert_eq!(
-            product_id("a%2Fb").unwrap_err().code(),
-            Code::InvalidProductId
-        );
+    fn path_ids_are_percent_decoded_on_every_route() {
+        for (raw, id) in encoded_ids() {
+            for pattern in PRODUCT_ROUTES {
+                let req = get(&pattern.replace(":product_id", &raw));
+                let got = path_product_id(&req, pattern).unwrap();
+                assert_eq!(got.as_str(), id, "{pattern} {raw}");
+            }
+            for pattern in RESERVATION_ROUTES {
+                let req = get(&pattern.replace(":reservation_id", &raw));
+                let got = path_reservation_id(&req, pattern).unwrap();
+                assert_eq!(got.as_str(), id, "{pattern} {raw}");
+            }
+        }
+    }
+
+    const PRODUCT_ROUTES: [&str; 4] = [
+        "/v1/stock/:product_id",
+        "/v1/stock/:product_id/availability",
+        "/v1/stock/:product_id/adjustments",
+        "/v1/stock/:product_id/history",
+    ];
+    const RESERVATION_ROUTES: [&str; 3] = [
+        "/v1/reservations/:reservation_id",
+        "/v1/reservations/:reservation_id/release",
+        "/v1/reservations/:reservation_id/commit",
+    ];
+
+    #[test]
+    fn bad_escapes_and_escaped_characters_outside_the_alphabet_are_invalid_ids() {
+        for raw in [
+            "%ZZ",
+            "a%2",
+            "a%2Fb",
+            "a%2fb",
+            "caf%E9",
+            "caf%C3%A9",
+            "a%20b",
+            "%25",
+            "%00",
+        ] {
+            for pattern in PRODUCT_ROUTES {
+                let req = get(&pattern.replace(":product_id", raw));
+                let err = path_product_id(&req, pattern).unwrap_err();
+                assert_eq!(err.code(), Code::InvalidProductId, "{pattern} {raw}");
+            }
+            for pattern in RESERVATION_ROUTES {
+                let req = get(&pattern.replace(":reservation_id", raw));
+                let err = path_reservation_id(&req, pattern).unwrap_err();
+                assert_eq!(err.code(), Code::InvalidReservationId, "{pattern} {raw}");
+            }
+        }
     }
 
     #[test]

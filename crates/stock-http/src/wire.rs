@@ -15,6 +15,8 @@ use stock_domain::models::{
 };
 use stock_domain::service::{FeedCursor, IngestOutcome};
 
+use crate::percent;
+
 /// `PUT /v1/stock/{product_id}`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -249,7 +251,10 @@ impl CloudEvent {
         Self {
             specversion: "1.0",
             id: format!("{}:{}", entry.product_id, entry.seq),
-            source: format!("/stock-service/products/{}", entry.product_id),
+            source: format!(
+                "/stock-service/products/{}",
+                percent::segment(entry.product_id.as_str())
+            ),
             kind: entry.kind.as_str(),
             subject: entry.product_id.clone(),
             time: rfc3339(entry.time),

@@ -764,3 +764,124 @@ fn wrong_methods_and_unknown_routes_have_their_own_problems() {
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     assert_eq!(problem_code(&response), "not_found");
 }
+
+/// The id `SKU:42` written as is, then read and changed through every route with a product
+/// or reservation id in its path, percent-encoded as `encodeURIComponent` sends it; the
+/// links the service hands out are encoded the same way.
+#[test]
+fn ids_in_paths_are_percent_decoded_on_every_route() {
+    let h = Harness::new();
+    h.stock("SKU:42", 10, 2);
+    let product = "SKU%3A42";
+    let got = body(&h.get(&format!("/v1/stock/{product}")));
+    assert_eq!(got["product_id"], "SKU:42");
+    let req = request(
+        Method::PUT,
+        &format!("/v1/stock/{product}"),
+        Some(ADMIN),
+        json!({"quantity": 12}),
+    );
+    let response = stock_http::update_stock(&h.svc, &req, &h.admin);
+    assert_eq!(body(&response)["on_hand"], 12);
+    let req = request(
+        Method::GET,
+        &format!("/v1/stock/{product}/availability?quantity=3"),
+        None,
+        Value::Null,
+    );
+    assert_eq!(
+        body(&stock_http::check_availability(&h.svc, &req))["available"],
+        true
+    );
+    let req = request(
+        Method::POST,
+        &format!("/v1/stock/{product}/adjustments"),
+        Some(ADMIN),
+        json!({"adjustment": -2, "reason": "DAMAGE"}),
+    );
+    let response = stock_http::adjust_stock(&h.svc, &req, &h.admin);
+    assert_eq!(body(&response)["on_hand"], 10);
+
+    let response = h.reserve(json!({"product_id": "SKU:42", "quantity": 3}));
+    let id = body(&response)["reservation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let encoded: String = id.bytes().map(|b| format!("%{b:02x}")).collect();
+    assert_eq!(
+        response.headers()[LOCATION],
+        format!("/v1/reservations/{id}").as_str()
+    );
+    let req = request(
+        Method::GET,
+        &format!("/v1/reservations/{encoded}"),
+        None,
+        Value::Null,
+    );
+    assert_eq!(
+        body(&stock_http::get_reservation(&h.svc, &req))["reservation_id"],
+        id.as_str()
+    );
+    let req = request(
+        Method::POST,
+        &format!("/v1/reservations/{encoded}/commit"),
+        Some(SERVICE),
+        json!({"order_id": "order:1"}),
+    );
+    let response = stock_http::commit_reservation(&h.svc, &req, &h.service);
+    assert_eq!(body(&response)["status"], "COMMITTED");
+    let response = h.reserve(json!({"product_id": "SKU:42", "quantity": 1}));
+    let other = body(&response)["reservation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let req = request(
+        Method::POST,
+        &format!("/v1/reservations/{}/release", other.replace('-', "%2D")),
+        Some(SERVICE),
+        Value::Null,
+    );
+    let response = stock_http::release_reservation(&h.svc, &req, &h.service);
+    assert_eq!(body(&response)["status"], "RELEASED");
+
+    let req = request(
+        Method::GET,
+        &format!("/v1/stock/{product}/history"),
+        None,
+        Value::Null,
+    );
+    let history = body(&stock_http::stock_history(&h.svc, &req));
+    let events = history["events"].as_array().unwrap();
+    assert_eq!(events.len(), 7, "{history}");
+    for event in events {
+        assert_eq!(event["subject"], "SKU:42");
+        assert_eq!(event["source"], "/stock-service/products/SKU%3A42");
+    }
+}
+
+#[test]
+fn bad_escapes_in_path_ids_are_invalid_ids_and_change_nothing() {
+    let h = Harness::new();
+    h.stock("a", 5, 0);
+    for raw in ["%ZZ", "a%2", "a%2Fb", "caf%E9", "%61%20"] {
+        assert_eq!(
+            problem_code(&h.get(&format!("/v1/stock/{raw}"))),
+            "invalid_product_id",
+            "{raw}"
+        );
+        let response = h.put_stock(raw, json!({"quantity": 1}));
+        assert_eq!(problem_code(&response), "invalid_product_id", "{raw}");
+        let req = request(
+            Method::GET,
+            &format!("/v1/reservations/{raw}"),
+            None,
+            Value::Null,
+        );
+        assert_eq!(
+            problem_code(&stock_http::get_reservation(&h.svc, &req)),
+            "invalid_reservation_id",
+            "{raw}"
+        );
+    }
+    assert_eq!(body(&h.get("/v1/stock/%61"))["on_hand"], 5);
+}

@@ -1,6 +1,6 @@
-//! The tests themselves. Each uses its own product ids (with a per-run suffix), so they
-//! run in parallel against one shared application and can be re-run against the same
-//! store.
+//! The tests themselves. Each uses its own product ids (with a per-run, per-call
+//! suffix), so they run in parallel against one shared application, on every target at
+//! once, and can be re-run against the same store.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -45,6 +45,18 @@ pub fn all() -> Vec<(&'static str, Test)> {
             "bad_ids_and_quantities_are_problems",
             bad_ids_and_quantities,
         ),
+        (
+            "path_ids_are_percent_decoded_on_every_route",
+            percent_encoded_ids,
+        ),
+        (
+            "bad_escapes_in_path_ids_are_invalid_ids",
+            bad_escapes_in_ids,
+        ),
+        (
+            "a_header_that_is_not_utf8_is_a_500_before_any_component_runs",
+            non_utf8_header,
+        ),
         ("oversized_bodies_are_refused", oversized),
         ("tokens_guard_mutations", tokens),
         (
@@ -67,9 +79,11 @@ pub fn all() -> Vec<(&'static str, Test)> {
     ]
 }
 
-/// A product id unique to this run and test.
+/// A product id unique to this call: the suite runs on several targets in one process
+/// and they share one webhook receiver, so no two targets may use the same id.
 fn product(name: &str) -> String {
     static RUN: AtomicU64 = AtomicU64::new(0);
+    static CALLS: AtomicU64 = AtomicU64::new(0);
     let run = match RUN.load(Ordering::Relaxed) {
         0 => {
             let t = SystemTime::now()
@@ -81,7 +95,8 @@ fn product(name: &str) -> String {
         }
         t => t,
     };
-    format!("{name}-{run}")
+    let call = CALLS.fetch_add(1, Ordering::Relaxed);
+    format!("{name}-{run}-{call}")
 }
 
 fn expect(reply: &Reply, status: u16) -> Result<()> {
@@ -536,6 +551,263 @@ fn bad_ids_and_quantities(c: &Client) -> Result<()> {
         400,
         "invalid_ttl",
     )?;
+    ensure!(c.stock(&p).u64("reserved_quantity") == 0, "nothing changed");
+    Ok(())
+}
+
+/// Every byte of `id` as a `%XX` escape, in upper or lower case hex.
+fn escaped(id: &str, upper: bool) -> String {
+    id.bytes()
+        .map(|b| {
+            if upper {
+                format!("%{b:02X}")
+            } else {
+                format!("%{b:02x}")
+            }
+        })
+        .collect()
+}
+
+/// The failing input (`PUT /v1/stock/SKU:42`, then `GET /v1/stock/SKU%3A42`) and its whole
+/// kind: ids made of every character of the id alphabet, written as is and read, changed
+/// and looked up encoded (and the other way round), on every route with an id in its
+/// path; the `Location` of a reservation and the `source` of its events are links a
+/// client can follow.
+fn percent_encoded_ids(c: &Client) -> Result<()> {
+    let suffix = product("");
+    let sku = format!("SKU:42{suffix}");
+    expect(&c.put_stock(&sku, json!({"quantity": 5})), 200)?;
+    let r = c.stock(&sku.replace(':', "%3A"));
+    expect(&r, 200)?;
+    ensure!(r.body["product_id"] == sku.as_str(), "{}", r.raw);
+
+    let alphabet: String = ('A'..='Z')
+        .chain('a'..='z')
+        .chain('0'..='9')
+        .chain("._:-".chars())
+        .collect();
+    for half in [&alphabet[..33], &alphabet[33..]] {
+        let id = format!("{half}{suffix}");
+        for (write, read) in [
+            (id.clone(), escaped(&id, true)),
+            (escaped(&id, false), id.clone()),
+        ] {
+            expect(&c.put_stock(&write, json!({"quantity": 10})), 200)?;
+            let r = c.stock(&read);
+            expect(&r, 200)?;
+            ensure!(r.body["product_id"] == id.as_str(), "{read}: {}", r.raw);
+            let r = c.get(&format!("/v1/stock/{read}/availability?quantity=10"));
+            expect(&r, 200)?;
+            ensure!(r.body["available"] == true, "{}", r.raw);
+            let r = c.post(
+                &format!("/v1/stock/{read}/adjustments"),
+                As::Admin,
+                json!({"adjustment": 2, "reason": "RESTOCK"}),
+            );
+            expect(&r, 200)?;
+            ensure!(r.u64("on_hand") == 12, "{}", r.raw);
+            let r = c.get(&format!("/v1/stock/{read}/history"));
+            expect(&r, 200)?;
+            let events = r.body["events"].as_array().context("events")?;
+            ensure!(!events.is_empty(), "{}", r.raw);
+            for event in events {
+                ensure!(event["subject"] == id.as_str(), "{event}");
+                let source = event["source"].as_str().unwrap_or_default();
+                let path = source
+                    .strip_prefix("/stock-service/products/")
+                    .context("source")?;
+                ensure!(
+                    path == id.replace(':', "%3A"),
+                    "source {source} is the id as one path segment"
+                );
+            }
+        }
+    }
+
+    let r = c.reserve(json!({"product_id": sku, "quantity": 2}));
+    expect(&r, 201)?;
+    let id = r.body["reservation_id"].as_str().context("id")?.to_owned();
+    ensure!(
+        r.header("location") == Some(format!("/v1/reservations/{id}").as_str()),
+        "{:?}",
+        r.headers
+    );
+    for read in [escaped(&id, true), escaped(&id, false)] {
+        let r = c.get(&format!("/v1/reservations/{read}"));
+        expect(&r, 200)?;
+        ensure!(r.body["reservation_id"] == id.as_str(), "{}", r.raw);
+    }
+    let r = c.post(
+        &format!("/v1/reservations/{}/commit", escaped(&id, true)),
+        As::Service,
+        json!({"order_id": format!("order:{suffix}")}),
+    );
+    expect(&r, 200)?;
+    ensure!(r.body["status"] == "COMMITTED", "{}", r.raw);
+    let r = c.reserve(json!({"product_id": sku, "quantity": 1}));
+    expect(&r, 201)?;
+    let other = r.body["reservation_id"].as_str().context("id")?.to_owned();
+    let r = c.call(
+        "POST",
+        &format!("/v1/reservations/{}/release", escaped(&other, false)),
+        As::Service,
+        None,
+        &[],
+    );
+    expect(&r, 200)?;
+    ensure!(r.body["status"] == "RELEASED", "{}", r.raw);
+    let r = c.stock(&sku);
+    ensure!(
+        (r.u64("on_hand"), r.u64("reserved_quantity")) == (3, 0),
+        "{}",
+        r.raw
+    );
+    Ok(())
+}
+
+/// Escapes that are malformed, that are not UTF-8, or that decode to a character outside
+/// the id alphabet are the id's own 400 on every route, and change nothing.
+fn bad_escapes_in_ids(c: &Client) -> Result<()> {
+    let p = product("esc");
+    stocked(c, &p, 4)?;
+    for bad in [
+        "%ZZ",
+        "a%2",
+        "a%2Fb",
+        "a%2fb",
+        "caf%E9",
+        "caf%C3%A9",
+        "a%20b",
+        "%25",
+    ] {
+        for (method, path, who, code) in [
+            (
+                "GET",
+                format!("/v1/stock/{bad}"),
+                As::Anonymous,
+                "invalid_product_id",
+            ),
+            (
+                "PUT",
+                format!("/v1/stock/{bad}"),
+                As::Admin,
+                "invalid_product_id",
+            ),
+            (
+                "GET",
+                format!("/v1/stock/{bad}/availability?quantity=1"),
+                As::Anonymous,
+                "invalid_product_id",
+            ),
+            (
+                "POST",
+                format!("/v1/stock/{bad}/adjustments"),
+                As::Admin,
+                "invalid_product_id",
+            ),
+            (
+                "GET",
+                format!("/v1/stock/{bad}/history"),
+                As::Anonymous,
+                "invalid_product_id",
+            ),
+            (
+                "GET",
+                format!("/v1/reservations/{bad}"),
+                As::Anonymous,
+                "invalid_reservation_id",
+            ),
+            (
+                "POST",
+                format!("/v1/reservations/{bad}/release"),
+                As::Service,
+                "invalid_reservation_id",
+            ),
+            (
+                "POST",
+                format!("/v1/reservations/{bad}/commit"),
+                As::Service,
+                "invalid_reservation_id",
+            ),
+        ] {
+            let body = match method {
+                "PUT" => Some(r#"{"quantity": 1}"#),
+                "POST" if path.ends_with("adjustments") => {
+                    Some(r#"{"adjustment": 1, "reason": "RESTOCK"}"#)
+                }
+                "POST" if path.ends_with("commit") => Some(r#"{"order_id": "o-1"}"#),
+                _ => None,
+            };
+            let r = c.call(method, &path, who, body, &[]);
+            expect_problem(&r, 400, code).with_context(|| format!("{method} {path}"))?;
+        }
+    }
+    ensure!(c.stock(&p).u64("on_hand") == 4, "nothing changed");
+    Ok(())
+}
+
+/// Sends one request as raw bytes (so a test controls every byte of a header) on its own
+/// connection; returns the status and whatever followed the response's header block.
+fn raw_request(c: &Client, head: &[u8], body: &[u8]) -> Result<(u16, Vec<u8>)> {
+    use std::io::{Read, Write};
+    let addr = c
+        .base()
+        .strip_prefix("http://")
+        .context("an http base URL")?;
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut request = head.to_vec();
+    request.extend_from_slice(
+        format!(
+            "\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    request.extend_from_slice(body);
+    stream.write_all(&request)?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let end = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("no header block")?;
+    let status = std::str::from_utf8(&response[..end])?
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("no status")?;
+    Ok((status, response[end + 4..].to_vec()))
+}
+
+/// Spin reads every request header as UTF-8 and answers 500 with an empty body, before
+/// any component runs, when one is not (here an `Idempotency-Key` with the byte 0xE9);
+/// a key that is UTF-8 but not visible ASCII reaches the service and is its 400.
+fn non_utf8_header(c: &Client) -> Result<()> {
+    let p = product("latin1");
+    stocked(c, &p, 3)?;
+    let body = json!({"product_id": p, "quantity": 1}).to_string();
+    let mut head = format!(
+        "POST /v1/reservations HTTP/1.1\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nIdempotency-Key: caf",
+        crate::client::SERVICE_TOKEN
+    )
+    .into_bytes();
+    head.push(0xE9);
+    let (status, rest) = raw_request(c, &head, body.as_bytes())?;
+    ensure!(
+        status == 500 && rest.is_empty(),
+        "{status} {}",
+        String::from_utf8_lossy(&rest)
+    );
+    let r = c.call(
+        "POST",
+        "/v1/reservations",
+        As::Service,
+        Some(&body),
+        &[("idempotency-key", "caf\u{e9}")],
+    );
+    expect_problem(&r, 400, "invalid_idempotency_key")?;
     ensure!(c.stock(&p).u64("reserved_quantity") == 0, "nothing changed");
     Ok(())
 }

@@ -302,6 +302,16 @@ impl App {
     ) -> anyhow::Result<Response<Body>> {
         let runtime = &self.components[&route.component];
 
+        // Spin's `prepare_request_headers` reads every header value as UTF-8 and fails
+        // the request (500, empty body) before any component runs when one is not.
+        if let Some((name, _)) = request
+            .headers()
+            .iter()
+            .find(|(_, value)| std::str::from_utf8(value.as_bytes()).is_err())
+        {
+            anyhow::bail!("the {name} header is not UTF-8");
+        }
+
         // Spin: the guest sees an absolute URI built from the Host header or
         // the URI's own authority (a chained request has only the latter).
         let full_url = set_request_uri(&mut request)?;

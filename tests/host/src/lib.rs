@@ -15,6 +15,12 @@
 //!   (`spin-full-url`, `spin-path-info`, `spin-matched-route`,
 //!   `spin-component-route`, `spin-raw-component-route`, `spin-base-path`,
 //!   `spin-client-addr`, `spin-path-match-*`); `/.well-known/spin/health`.
+//!   The path reaches the component as the client sent it: percent escapes stay
+//!   undecoded in the URI, `spin-full-url` and `spin-path-info`, and routes
+//!   match the raw path (so `%2F` never splits a segment).
+//! - Spin's request preparation (`prepare_request_headers`): a header value
+//!   that is not UTF-8 fails the request with a 500 and an empty body before
+//!   any component runs, on routed and chained requests alike.
 //! - Each component compiled once, then one fresh instance per request
 //!   (`InstancePre`) through `wasmtime-wasi-http`'s
 //!   `wasi:http/incoming-handler@0.2.x` export; a trap or a missing response
@@ -66,7 +72,12 @@
 //!   (`HostConfig::store` or the binary's `--sqlite-path`). No runtime-config
 //!   file: the other backend is a real Redis server with Spin's Redis store
 //!   behaviour ([`store::redis::RedisStore`], `HostConfig::store` or the
-//!   binary's `--redis-url`), no Cosmos/DynamoDB; no `max_result_bytes` limits.
+//!   binary's `--redis-url`), no Cosmos; no `max_result_bytes` limits.
+//! - No DynamoDB backend: Spin's `aws_dynamo` store (eventually consistent
+//!   `get` unless `consistent_read`, every failed write reported as
+//!   `CasFailed`, an `increment` that fails when it loses a race) is tested on
+//!   real Spin over an emulator only (`tests/e2e/tests/dynamodb.rs`), and in
+//!   the domain through the fault double's DynamoDB plan.
 //! - Spin's instance reuse, request timeouts, HTTPS/TLS listener, HTTP/2,
 //!   `spin build`/`spin watch` (use [`build_wasm`]), logging to files. A
 //!   request Spin's server rejects with an error (no authority, e.g. after a
@@ -89,6 +100,7 @@ mod bindings;
 mod manifest;
 mod outbound;
 mod router;
+pub mod spin;
 pub mod store;
 mod variables;
 
@@ -261,6 +273,37 @@ async fn serve(
     }
 }
 
+/// `rustup -q target add wasm32-wasip2` in the workspace root, for the toolchain that
+/// `rust-toolchain.toml` selects. Silent and instant when the target is installed; skipped
+/// when there is no `rustup` (cargo then names the missing target itself).
+/// Runs once per process: concurrent `rustup` installs of one component race.
+fn add_wasm_target() -> anyhow::Result<()> {
+    static ADDED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+    let mut added = ADDED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if *added {
+        return Ok(());
+    }
+    let mut command = Command::new("rustup");
+    command
+        .current_dir(workspace_root())
+        .args(["-q", "target", "add", "wasm32-wasip2"]);
+    match command.status() {
+        Ok(status) => ensure!(status.success(), "{command:?} failed: {status}"),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error).with_context(|| format!("running {command:?}")),
+    }
+    *added = true;
+    Ok(())
+}
+
+/// Whether the tests run under CI (`CI=true` or `CI=1`), where what a test needs and
+/// does not find (Redis, Spin) is a failure instead of a skip.
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|ci| ci.eq_ignore_ascii_case("true") || ci == "1")
+}
+
 /// The workspace root (two levels above this crate).
 pub fn workspace_root() -> PathBuf {
     let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -270,10 +313,6 @@ pub fn workspace_root() -> PathBuf {
         .map_or_else(|| crate_dir.join("../.."), Path::to_path_buf)
 }
 
-/// Builds components for `wasm32-wasip2` in release mode from the workspace
-/// root, as the manifests' `build` commands do: `cargo build --target
-/// wasm32-wasip2 --release -p PACKAGE…`, or `--workspace` when `packages` is
-/// empty. Cargo's output goes to this process's stderr.
 /// Builds every component a manifest declares, in one cargo invocation. Each component
 /// id is its Cargo package name, as the manifests' `build` commands say.
 pub fn build_app(manifest: &Path) -> anyhow::Result<()> {
@@ -283,7 +322,16 @@ pub fn build_app(manifest: &Path) -> anyhow::Result<()> {
     build_wasm(&packages)
 }
 
+/// Builds components for `wasm32-wasip2` in release mode from the workspace
+/// root, as the manifests' `build` commands do: `cargo build --target
+/// wasm32-wasip2 --release -p PACKAGE…`, or `--workspace` when `packages` is
+/// empty. Cargo's output goes to this process's stderr.
+///
+/// Adds the `wasm32-wasip2` target first, as the manifests' `build` commands do: rustup
+/// installs the targets of `rust-toolchain.toml` only with a toolchain it installs, so a
+/// machine whose toolchain was already there lacks it.
 pub fn build_wasm(packages: &[&str]) -> anyhow::Result<()> {
+    add_wasm_target()?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
     command

@@ -1,7 +1,8 @@
-//! Scale-out, proven on a real Redis: two `stock-test-host` **processes** (two
-//! nodes) run the real components of `spin.toml` over one Redis database
-//! (`--redis-url`, Spin's Redis key-value behaviour, see `store::redis`), and a
-//! flash sale is split across both.
+//! Scale-out, proven on a real Redis: two nodes run the real components of
+//! `spin.toml` over one Redis database, and a flash sale is split across both. It runs
+//! twice: on two `stock-test-host` **processes** (`--redis-url`, Spin's Redis key-value
+//! behaviour, see `store::redis`), and on two real `spin up` with the runtime config
+//! `[key_value_store.default] type = "redis"` (Spin's own Redis store).
 //!
 //! - One product with [`INITIAL`] units, created through node A.
 //! - [`THREADS`] client threads, each alternating nodes: reserve 1 unit, then
@@ -17,18 +18,21 @@
 //!   Redis connections back to where they were before the sale
 //!   (`INFO clients` `connected_clients`, after a short settle).
 //!
-//! Needs `REDIS_URL` (`.ci/run` starts a server and exports it); the test
-//! **flushes that database** first. Without `REDIS_URL` it is skipped with a
-//! note, except under CI (`CI=true`), where that is a failure.
+//! Needs `REDIS_URL` (`.ci/run` starts a server and exports it), and for the real-Spin
+//! run a `spin` binary (`SPIN_BIN` or `PATH`); each run **flushes that database**
+//! first. Without them a run is skipped with a note, except under CI (`CI=true`),
+//! where that is a failure.
 #![cfg(not(target_arch = "wasm32"))]
 
 use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use stock_test_host::spin::{self, SpinConfig, SpinUp};
 use stock_test_host::store::redis::test_redis_url;
 
 const ADMIN_TOKEN: &str = "multi-node-admin-token";
@@ -45,16 +49,44 @@ const SALE_DEADLINE: Duration = Duration::from_secs(300);
 /// Connections allowed above the pre-sale count once the sale has settled.
 const CONNECTION_SLACK: u64 = 2;
 
-/// A node: a `stock-test-host` process, killed on drop.
+/// A node: a `stock-test-host` process or a real `spin up`, stopped on drop.
 struct Node {
-    child: Child,
     base_url: String,
+    _process: NodeProcess,
 }
 
-impl Drop for Node {
+/// Held for its `Drop`, which stops the node.
+enum NodeProcess {
+    TestHost { _child: TestHostProcess },
+    Spin { _up: SpinUp },
+}
+
+/// A `stock-test-host` process, killed on drop.
+struct TestHostProcess(Child);
+
+impl Drop for TestHostProcess {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A real `spin up` over the Redis at `redis_url` (a runtime config written to `dir`).
+fn start_spin_node(name: &str, bin: &Path, redis_url: &str, dir: &Path) -> Node {
+    let runtime_config = dir.join(format!("runtime-config-{name}.toml"));
+    std::fs::write(
+        &runtime_config,
+        format!("[key_value_store.default]\ntype = \"redis\"\nurl = \"{redis_url}\"\n"),
+    )
+    .expect("writing the runtime config");
+    let config = SpinConfig::new(bin, stock_test_host::workspace_root().join("spin.toml"))
+        .variable("admin_token", ADMIN_TOKEN)
+        .variable("service_token", SERVICE_TOKEN)
+        .runtime_config(runtime_config);
+    let up = SpinUp::start(&config).unwrap_or_else(|error| panic!("node {name}: {error:#}"));
+    Node {
+        base_url: up.base_url().to_owned(),
+        _process: NodeProcess::Spin { _up: up },
     }
 }
 
@@ -81,18 +113,20 @@ fn start_node(name: &str, redis_url: &str) -> Node {
         for _ in lines {}
     });
     // Killed on drop from here on, also when it fails to start.
-    let mut node = Node {
-        child,
-        base_url: String::new(),
+    let process = NodeProcess::TestHost {
+        _child: TestHostProcess(child),
     };
-    node.base_url = match line.recv_timeout(Duration::from_secs(300)) {
+    let base_url = match line.recv_timeout(Duration::from_secs(300)) {
         Ok(Some(Ok(line))) => line
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("node {name} printed {line:?}"))
             .to_owned(),
         other => panic!("node {name} did not start within 300 s: {other:?}"),
     };
-    node
+    Node {
+        base_url,
+        _process: process,
+    }
 }
 
 /// A reply: status, problem `code` (if any) and JSON body.
@@ -247,21 +281,57 @@ fn connected_clients(connection: &mut redis::Connection) -> u64 {
 }
 
 #[test]
-fn flash_sale_across_two_nodes_on_one_redis() {
-    let Some(redis_url) = test_redis_url("flash_sale_across_two_nodes_on_one_redis") else {
+fn flash_sale_across_two_test_host_nodes_on_one_redis() {
+    let Some(redis_url) = test_redis_url("flash_sale_across_two_test_host_nodes_on_one_redis")
+    else {
         return;
     };
+    flash_sale("test host", &redis_url, |name| start_node(name, &redis_url));
+}
+
+#[test]
+fn flash_sale_across_two_spin_nodes_on_one_redis() {
+    let Some(redis_url) = test_redis_url("flash_sale_across_two_spin_nodes_on_one_redis") else {
+        return;
+    };
+    let Some(bin) = spin::binary() else {
+        assert!(
+            !spin::required(),
+            "no spin binary (SPIN_BIN or PATH): required under CI"
+        );
+        // Straight to stderr: the harness captures `eprintln!` of a passing test.
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED flash_sale_across_two_spin_nodes_on_one_redis: no spin binary"
+        );
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("stock-multi-node-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("creating the runtime-config dir");
+    flash_sale("spin up", &redis_url, |name| {
+        start_spin_node(name, &bin, &redis_url, &dir)
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The sale and its checks, on two nodes made by `start` over the Redis at `redis_url`.
+/// One sale at a time: each flushes the one database, and both want the two cores.
+fn flash_sale(kind: &str, redis_url: &str, start: impl Fn(&str) -> Node) {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     stock_test_host::build_app(&stock_test_host::workspace_root().join("spin.toml"))
         .expect("building the components");
 
-    let mut admin = redis_connection(&redis_url);
+    let mut admin = redis_connection(redis_url);
     redis::cmd("FLUSHDB")
         .exec(&mut admin)
         .expect("FLUSHDB on REDIS_URL");
 
     // One after the other: B loads what A compiled from Wasmtime's cache.
     let starting = Instant::now();
-    let nodes = [start_node("A", &redis_url), start_node("B", &redis_url)];
+    let nodes = [start("A"), start("B")];
     let startup = starting.elapsed();
     let urls: Vec<String> = nodes.iter().map(|node| node.base_url.clone()).collect();
     let client = Client::new();
@@ -304,7 +374,7 @@ fn flash_sale_across_two_nodes_on_one_redis() {
     std::thread::scope(|scope| {
         // Samples connected_clients during the sale (its own connection: +1).
         scope.spawn(|| {
-            let mut sampler = redis_connection(&redis_url);
+            let mut sampler = redis_connection(redis_url);
             while !sale_over.load(Ordering::Relaxed) {
                 let now = connected_clients(&mut sampler).saturating_sub(1);
                 peak.fetch_max(now, Ordering::Relaxed);
@@ -427,8 +497,8 @@ fn flash_sale_across_two_nodes_on_one_redis() {
     let oversold = (reserved + committed).saturating_sub(INITIAL)
         + u64::try_from(-available.min(0)).unwrap_or(u64::MAX);
     let report = format!(
-        "multi-node flash sale: {INITIAL} units, {THREADS} threads over 2 nodes on one Redis, \
-         {:.1} s\n  reservations granted {granted}, commits {commits}, releases {releases}, \
+        "multi-node flash sale ({kind}): {INITIAL} units, {THREADS} threads over 2 nodes on one \
+         Redis, {:.1} s\n  reservations granted {granted}, commits {commits}, releases {releases}, \
          refused (409) {}, 503 retries {}\n  final: on_hand {on_hand}, reserved {reserved}, \
          committed {committed}, available {available}, oversold {oversold}\n  Redis \
          connected_clients: before {clients_before}, peak during the sale {}, after \

@@ -71,8 +71,10 @@ impl FeedCursor {
 
     /// Reads the string form written by `Display`: `{time}.{seq}.{product_id}`.
     pub fn parse(raw: &str) -> Result<Self, InvalidCursor> {
+        // At most 19 digits, so every number the contract allows fits a u64 (the OpenAPI
+        // pattern says the same).
         let number = |part: &str| {
-            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+            if !(1..=19).contains(&part.len()) || !part.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(InvalidCursor);
             }
             part.parse::<u64>().map_err(|_| InvalidCursor)
@@ -268,6 +270,25 @@ mod tests {
         };
         assert_eq!(cursor.to_string(), "1700000000123.42.sku.v2:red");
         assert_eq!(FeedCursor::parse(&cursor.to_string()), Ok(cursor));
+    }
+
+    #[test]
+    fn cursor_numbers_have_1_to_19_digits_and_anything_else_is_invalid() {
+        let max = "9".repeat(19);
+        let parsed = FeedCursor::parse(&format!("{max}.0000000000000000001.a")).unwrap();
+        assert_eq!((parsed.time, parsed.seq), (9_999_999_999_999_999_999, 1));
+        for bad in [
+            "10000000000000000000.1.a",
+            "1.10000000000000000000.a",
+            ".1.a",
+            "1..a",
+            "1.1",
+            "1.1.",
+            "1.-1.a",
+            "1.1.a b",
+        ] {
+            assert_eq!(FeedCursor::parse(bad), Err(InvalidCursor), "{bad}");
+        }
     }
 
     #[test]

@@ -218,7 +218,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
             storage::read(&self.kv, &keys::cart(event.kind.cart_id()))?;
         let mut outcome = IngestOutcome::default();
         let decided = match current {
-            Some(cart) if cart.ops.contains(&keys_of_event.op) => {
+            Some(cart) if storage::applied(&cart.ops, &keys_of_event.op) => {
                 outcome.duplicate = true;
                 Decided {
                     cart: Some(cart),

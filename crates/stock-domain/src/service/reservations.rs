@@ -848,6 +848,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         let line = &record.lines[0];
         let rid = record.id.as_str();
         let op = self.fresh_op();
+        let key = keys::product(&line.product_id);
         let outcome = self.write_product(&line.product_id, &op, |current, now| {
             let Some(current) = current else {
                 return Ok::<_, EngineError>(Step::Keep(LineOutcome::Lapsed));
@@ -941,7 +942,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         })?;
         Ok(match outcome {
             Outcome::Written { result, .. } | Outcome::Kept(result) => result,
-            Outcome::AlreadyApplied(_) => unreachable!("a fresh operation id is never applied"),
+            Outcome::AlreadyApplied(_) => return Err(EngineError::Unaccounted { key, op }),
         })
     }
 
@@ -1035,6 +1036,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
     ) -> Result<Placement, EngineError> {
         let rid = record.id.as_str();
         let op = self.fresh_op();
+        let key = keys::product(&line.product_id);
         let outcome = self.write_product(&line.product_id, &op, |current, now| {
             let Some(current) = current else {
                 return Ok::<_, EngineError>(Step::Keep(Placement::Short(Shortage {
@@ -1107,7 +1109,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         })?;
         Ok(match outcome {
             Outcome::Written { result, .. } | Outcome::Kept(result) => result,
-            Outcome::AlreadyApplied(_) => unreachable!("a fresh operation id is never applied"),
+            Outcome::AlreadyApplied(_) => return Err(EngineError::Unaccounted { key, op }),
         })
     }
 
@@ -1149,6 +1151,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
     ) -> Result<u64, EngineError> {
         let rid = record.id.as_str();
         let op = self.fresh_op();
+        let key = keys::product(&line.product_id);
         let outcome = self.write_product(&line.product_id, &op, |current, now| {
             let Some(current) = current else {
                 return Ok::<_, EngineError>(Step::Keep(0));
@@ -1170,6 +1173,10 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
             // this record, so its state tells the two apart.
             if recorded_hold_live
                 && let Some(now_stored) = self.read_reservation(&record.id)?
+                // A read older than the record this call holds (an eventually
+                // consistent `get` that does not show this call's own transition yet)
+                // tells nothing new.
+                && now_stored.version >= record.version
                 && !matches!(
                     now_stored.state,
                     ReservationState::Releasing
@@ -1253,7 +1260,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         })?;
         Ok(match outcome {
             Outcome::Written { result, .. } | Outcome::Kept(result) => result,
-            Outcome::AlreadyApplied(_) => unreachable!("a fresh operation id is never applied"),
+            Outcome::AlreadyApplied(_) => return Err(EngineError::Unaccounted { key, op }),
         })
     }
 }

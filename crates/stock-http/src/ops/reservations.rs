@@ -9,10 +9,11 @@ use stock_domain::ports::{Clock, IdGenerator, KeyValueStore};
 use stock_domain::service::{Reserve, ReserveLine};
 
 use crate::auth::{Token, authorize};
+use crate::percent;
 use crate::problem::{Code, Problem};
 use crate::request::{
-    idempotency_key, json_body, optional_json_body, order_id, path_param, product_id, quantity,
-    query, reservation_id, units, warehouse_id,
+    idempotency_key, json_body, optional_json_body, order_id, path_reservation_id, product_id,
+    quantity, query, units, warehouse_id,
 };
 use crate::response::{json, respond};
 use crate::wire::{CommitBody, EmptyBody, ReservationBody, ReserveBody, ReserveLineBody};
@@ -48,7 +49,10 @@ pub fn reserve_stock<K: KeyValueStore, C: Clock, I: IdGenerator>(
             )
             .with("reservation_id", view.reservation_id.to_string()));
         }
-        let location = format!("/v1/reservations/{}", view.reservation_id);
+        let location = format!(
+            "/v1/reservations/{}",
+            percent::segment(view.reservation_id.as_str())
+        );
         let mut body = ReservationBody::new(view);
         if single_line {
             body = body.echo_single_line();
@@ -152,7 +156,7 @@ pub fn get_reservation<K: KeyValueStore, C: Clock, I: IdGenerator>(
     req: &Request<Vec<u8>>,
 ) -> Response<Vec<u8>> {
     respond(|| {
-        let id = reservation_id(path_param(req, "/v1/reservations/:reservation_id")?)?;
+        let id = path_reservation_id(req, "/v1/reservations/:reservation_id")?;
         query(req, &[])?;
         let view = svc.get_reservation(&id)?;
         Ok(json(StatusCode::OK, &ReservationBody::new(view)))
@@ -168,7 +172,7 @@ pub fn release_reservation<K: KeyValueStore, C: Clock, I: IdGenerator>(
 ) -> Response<Vec<u8>> {
     respond(|| {
         authorize(req, service)?;
-        let id = reservation_id(path_param(req, "/v1/reservations/:reservation_id/release")?)?;
+        let id = path_reservation_id(req, "/v1/reservations/:reservation_id/release")?;
         query(req, &[])?;
         idempotency_key(req)?;
         let EmptyBody {} = optional_json_body(req)?;
@@ -186,7 +190,7 @@ pub fn commit_reservation<K: KeyValueStore, C: Clock, I: IdGenerator>(
 ) -> Response<Vec<u8>> {
     respond(|| {
         authorize(req, service)?;
-        let id = reservation_id(path_param(req, "/v1/reservations/:reservation_id/commit")?)?;
+        let id = path_reservation_id(req, "/v1/reservations/:reservation_id/commit")?;
         query(req, &[])?;
         idempotency_key(req)?;
         let body: CommitBody = json_body(req)?;

@@ -10,8 +10,8 @@ use stock_domain::service::{AdjustStock, AdjustmentReason, UpdateStock};
 use crate::auth::{Token, authorize};
 use crate::problem::{Code, Problem};
 use crate::request::{
-    adjustment, idempotency_key, json_body, page_limit, path_param, product_id, quantity, query,
-    query_units, stock_level, units, warehouse_id,
+    adjustment, idempotency_key, json_body, page_limit, path_product_id, product_id, quantity,
+    query, query_units, stock_level, units, warehouse_id,
 };
 use crate::response::{json, respond};
 use crate::wire::{AdjustStockBody, CloudEvent, HistoryBody, UpdateStockBody};
@@ -33,7 +33,7 @@ pub fn get_stock<K: KeyValueStore, C: Clock, I: IdGenerator>(
     req: &Request<Vec<u8>>,
 ) -> Response<Vec<u8>> {
     respond(|| {
-        let id = product_id(path_param(req, STOCK)?)?;
+        let id = path_product_id(req, STOCK)?;
         query(req, &[])?;
         Ok(json(StatusCode::OK, &svc.get_stock(&id)?))
     })
@@ -89,7 +89,7 @@ pub fn check_availability<K: KeyValueStore, C: Clock, I: IdGenerator>(
     req: &Request<Vec<u8>>,
 ) -> Response<Vec<u8>> {
     respond(|| {
-        let id = product_id(path_param(req, "/v1/stock/:product_id/availability")?)?;
+        let id = path_product_id(req, "/v1/stock/:product_id/availability")?;
         let params = query(req, &["quantity", "warehouse_id"])?;
         let raw = params.get("quantity").ok_or_else(|| {
             Problem::new(
@@ -116,7 +116,7 @@ pub fn update_stock<K: KeyValueStore, C: Clock, I: IdGenerator>(
 ) -> Response<Vec<u8>> {
     respond(|| {
         authorize(req, admin)?;
-        let product_id = product_id(path_param(req, STOCK)?)?;
+        let product_id = path_product_id(req, STOCK)?;
         query(req, &[])?;
         let idempotency_key = idempotency_key(req)?;
         let body: UpdateStockBody = json_body(req)?;
@@ -142,7 +142,7 @@ pub fn adjust_stock<K: KeyValueStore, C: Clock, I: IdGenerator>(
 ) -> Response<Vec<u8>> {
     respond(|| {
         authorize(req, admin)?;
-        let product_id = product_id(path_param(req, "/v1/stock/:product_id/adjustments")?)?;
+        let product_id = path_product_id(req, "/v1/stock/:product_id/adjustments")?;
         query(req, &[])?;
         let idempotency_key = idempotency_key(req)?;
         let body: AdjustStockBody = json_body(req)?;
@@ -164,7 +164,7 @@ pub fn stock_history<K: KeyValueStore, C: Clock, I: IdGenerator>(
     req: &Request<Vec<u8>>,
 ) -> Response<Vec<u8>> {
     respond(|| {
-        let id = product_id(path_param(req, "/v1/stock/:product_id/history")?)?;
+        let id = path_product_id(req, "/v1/stock/:product_id/history")?;
         let params = query(req, &["after", "limit"])?;
         let after = match params.get("after") {
             None => 0,

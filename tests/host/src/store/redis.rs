@@ -313,10 +313,8 @@ pub fn test_redis_url(test: &str) -> Option<String> {
     match std::env::var("REDIS_URL") {
         Ok(url) if !url.trim().is_empty() => Some(url.trim().to_owned()),
         _ => {
-            let ci =
-                std::env::var("CI").is_ok_and(|ci| ci.eq_ignore_ascii_case("true") || ci == "1");
             assert!(
-                !ci,
+                !crate::under_ci(),
                 "{test}: REDIS_URL is not set under CI (CI=true); .ci/run must start \
                  redis-server and export REDIS_URL=redis://127.0.0.1:PORT"
             );
