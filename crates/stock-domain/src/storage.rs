@@ -171,7 +171,7 @@ pub struct Engine<'a, K, C, I> {
 }
 
 impl<K: KeyValueStore, C: Clock, I: IdGenerator> Engine<'_, K, C, I> {
-    fn backoff(&self, attempt: u32) {
+    pub fn backoff(&self, attempt: u32) {
         let ceiling = self
             .policy
             .base_backoff_ms
@@ -254,9 +254,9 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> Engine<'_, K, C, I> {
                         Err(_) => continue,
                     }
                 }
-                // Another request is creating this record: wait for it, and take over
-                // only on the last attempt (its creator has died).
-                if elected == Some(false) && attempt + 1 < self.policy.max_attempts {
+                // Another request is creating this record: wait for it through half the
+                // attempts, then take over (its creator has died, or the count was doubled).
+                if elected == Some(false) && attempt < self.policy.max_attempts / 2 {
                     continue;
                 }
             }

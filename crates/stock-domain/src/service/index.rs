@@ -53,7 +53,20 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
     /// one before it) if need be. Returns the slot, for the product record to keep.
     pub(crate) fn directory_add(&self, id: &ProductId) -> Result<u64, EngineError> {
         let shard = indexes::dir_shard(id);
-        let n = self.kv.increment(&indexes::keys::dir_seq(shard), 1)?;
+        // Spin's DynamoDB store fails an increment that lost a race or whose answer was
+        // lost although it landed: take another slot (a slot skipped is only a gap).
+        let key = indexes::keys::dir_seq(shard);
+        let mut attempt = 0;
+        let n = loop {
+            match self.kv.increment(&key, 1) {
+                Ok(n) => break n,
+                Err(e) if attempt + 1 >= self.config.retry.max_attempts => return Err(e.into()),
+                Err(_) => {
+                    attempt += 1;
+                    self.engine().backoff(attempt);
+                }
+            }
+        };
         let slot = u64::try_from(n - 1)
             .map_err(|_| anyhow::anyhow!("directory counter of shard {shard} reads {n}"))
             .map_err(crate::ports::KvError::from)?;
