@@ -18,18 +18,29 @@
 //!   it in stock clears the token, then removes that entry. Expiries only raise
 //!   availability, so a product can only become low through a write. Readers keep what is
 //!   low at the instant read.
-//! - **Due reservations** (`due/{bucket}/{shard}`): reservation ids by the time from which
-//!   the sweep should look at them — a one-line reservation at its expiry, a reservation
-//!   of several lines shortly after each change of state (so one abandoned mid-change is
-//!   finished), then at its expiry. Buckets are [`DUE_BUCKET_MS`] wide, split in
-//!   [`DUE_SHARDS`] shards by hash of the reservation id; `due/mark` is the first bucket
-//!   that may still hold entries. The sweep removes what it has dealt with.
+//! - **Due work** (`due/{bucket}/{shard}`): what the sweep must look at from a given time,
+//!   in buckets [`DUE_BUCKET_MS`] wide, split in [`DUE_SHARDS`] shards by hash of the
+//!   entry; `due/mark` is the first bucket that may still hold entries. An entry is a
+//!   [`Due`]:
+//!   - a *product* whose one-line reservations lapse in the bucket. A reserve's product
+//!     write records the span of the product's history that holds its `StockReserved`
+//!     entries by expiry bucket (`ProductRecord::due`), in the same write, so a
+//!     reservation costs no write of its own here: the product is filed once per bucket,
+//!     by the first reserve whose hold lapses in it;
+//!   - a *reservation* of several lines, shortly after each change of state (so one
+//!     abandoned mid-change is finished) and at its expiry; and any settled reservation,
+//!     at the end of its retention, to be deleted;
+//!   - a *cart* that was ordered or abandoned, and a *record* (an idempotency record,
+//!     an inbound-event marker) at the end of its retention, to be deleted.
+//!
+//!   The sweep removes what it has dealt with, and deletes a bucket's shards once the mark
+//!   passes it, so the index holds only what is still to come.
 
 use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use crate::models::ProductId;
+use crate::models::{CartId, ProductId, ReservationId};
 use crate::service::InvalidCursor;
 use crate::storage::{digest, versioned_record};
 
@@ -58,8 +69,45 @@ pub fn alert_shard(id: &ProductId) -> u64 {
     digest(&["alert", id.as_str()]) % ALERT_SHARDS
 }
 
-pub fn due_shard(reservation_id: &str) -> u64 {
-    digest(&["due", reservation_id]) % DUE_SHARDS
+pub fn due_shard(entry: &str) -> u64 {
+    digest(&["due", entry]) % DUE_SHARDS
+}
+
+/// One entry of the due work, stored as its [`Due::encode`] string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Due {
+    /// The one-line reservations of a product whose holds lapse in the entry's bucket.
+    Product(ProductId),
+    /// A reservation to finish, to record as expired, or to delete once settled long
+    /// enough.
+    Reservation(ReservationId),
+    /// A cart to delete once ordered or emptied long enough.
+    Cart(CartId),
+    /// A record to delete: an idempotency record or an inbound-event marker (its key).
+    Record(String),
+}
+
+impl Due {
+    pub fn encode(&self) -> String {
+        match self {
+            Due::Product(id) => format!("p:{id}"),
+            Due::Reservation(id) => format!("r:{id}"),
+            Due::Cart(id) => format!("c:{id}"),
+            Due::Record(key) => format!("k:{key}"),
+        }
+    }
+
+    /// `None` for a string no version of [`Due::encode`] wrote.
+    pub fn parse(raw: &str) -> Option<Self> {
+        let (kind, rest) = raw.split_once(':')?;
+        match kind {
+            "p" => ProductId::parse(rest).ok().map(Due::Product),
+            "r" => ReservationId::parse(rest).ok().map(Due::Reservation),
+            "c" => CartId::parse(rest).ok().map(Due::Cart),
+            "k" if rest.starts_with("idem/") => Some(Due::Record(rest.to_owned())),
+            _ => None,
+        }
+    }
 }
 
 pub fn due_bucket(due_ms: u64) -> u64 {
@@ -114,7 +162,7 @@ pub struct AlertShard {
     pub ops: VecDeque<String>,
 }
 
-/// One shard of one due bucket: reservation id → the time from which it is due.
+/// One shard of one due bucket: encoded [`Due`] entry → the time from which it is due.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DueShard {
     pub entries: BTreeMap<String, u64>,

@@ -192,6 +192,15 @@ impl KeyValueStore for MemoryKv {
         Ok(())
     }
 
+    fn delete_many(&self, keys: &[String]) -> Result<(), KvError> {
+        self.enter()?;
+        let mut data = self.data.lock().unwrap();
+        for key in keys {
+            data.remove(key);
+        }
+        Ok(())
+    }
+
     fn list_keys(&self) -> Result<Vec<String>, KvError> {
         self.enter()?;
         Ok(self.data.lock().unwrap().keys().cloned().collect())

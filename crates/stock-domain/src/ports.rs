@@ -56,6 +56,11 @@ pub trait KeyValueStore {
     /// atomic: a partial write is completed by writing the same outcome again.
     fn set_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), KvError>;
 
+    /// Deletes several keys in one call (`wasi:keyvalue/batch` `delete-many`); an absent
+    /// key is not an error. The domain deletes only records that nothing writes any more
+    /// (see `crate::retention`), so a partial delete is completed by deleting again.
+    fn delete_many(&self, keys: &[String]) -> Result<(), KvError>;
+
     /// MUST list every key of the store (all pages), in any order.
     fn list_keys(&self) -> Result<Vec<String>, KvError>;
 

@@ -46,6 +46,11 @@ impl KeyValueStore for SpinKvStore {
         batch::set_many(&self.bucket, entries).map_err(|e| store_error(e, "set-many", first))
     }
 
+    fn delete_many(&self, keys: &[String]) -> Result<(), KvError> {
+        let first = keys.first().map_or("", String::as_str);
+        batch::delete_many(&self.bucket, keys).map_err(|e| store_error(e, "delete-many", first))
+    }
+
     fn list_keys(&self) -> Result<Vec<String>, KvError> {
         let mut keys = Vec::new();
         let mut cursor: Option<String> = None;

@@ -34,6 +34,15 @@ impl ReservationState {
             Self::Pending | Self::Rejected | Self::Released | Self::Committed | Self::Expired
         )
     }
+
+    /// True once nothing can change the reservation any more: from then on it is only
+    /// kept for its retention.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            Self::Rejected | Self::Released | Self::Committed | Self::Expired
+        )
+    }
 }
 
 /// What callers see.

@@ -162,6 +162,11 @@ pub struct ProductRecord {
     /// entry of another slot is a leftover of a creation that lost its race or died.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dir: Option<u64>,
+    /// For each due bucket (see `indexes`) in which one-line reservations of this product
+    /// lapse: the first and last history sequence numbers among their `StockReserved`
+    /// entries. The sweep reads that span to find them, and drops the bucket once done.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub due: BTreeMap<u64, (u64, u64)>,
     /// The token of this product's entry in the alert set, set while the product may be
     /// at or below its threshold (see `indexes`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,16 +1,17 @@
 //! Keeping the indexes of [`crate::indexes`] and reading through them: paging the product
-//! directory and the alert set, and adding to and removing from the due reservations.
+//! directory and the alert set, and adding to and removing from the due work.
 //! Every read here is bounded by its page size, never by what the store holds.
 
+use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use serde::{Deserialize, Serialize};
 
 use super::{AlertView, InvalidCursor, StockService};
 use crate::indexes::{
-    self, AlertShard, AlertToken, Cursor, DIR_PAGE, DIR_SHARDS, DirPage, DueMark, DueShard,
+    self, AlertShard, AlertToken, Cursor, DIR_PAGE, DIR_SHARDS, DirPage, Due, DueMark, DueShard,
 };
-use crate::models::{ProductId, ReservationId, StockStatus, StockView};
+use crate::models::{ProductId, StockStatus, StockView};
 use crate::ports::{Clock, IdGenerator, KeyValueStore};
 use crate::storage::{self, Decision, EngineError};
 
@@ -269,23 +270,39 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         Ok(AlertPage { alerts, next: None })
     }
 
-    /// Files reservation `id` to be looked at by the sweep from `due` on. A bucket shard
-    /// created here first makes sure the mark is not past its bucket.
-    pub(crate) fn due_add(&self, id: &ReservationId, due: u64) -> Result<(), EngineError> {
-        let bucket = indexes::due_bucket(due);
-        let key = indexes::keys::due(bucket, indexes::due_shard(id.as_str()));
-        self.engine()
-            .update(&key, &self.fresh_op(), |current: Option<&DueShard>, _| {
-                if current.is_some_and(|c| c.entries.get(id.as_str()) == Some(&due)) {
-                    return Ok::<_, EngineError>(Decision::Keep(()));
-                }
-                if current.is_none() {
-                    self.lower_due_mark(bucket)?;
-                }
-                let mut next = current.cloned().unwrap_or_default();
-                next.entries.insert(id.to_string(), due);
-                Ok(Decision::Write(next, ()))
-            })?;
+    /// Files `entry` to be looked at by the sweep from `due` (ms since epoch) on. A bucket
+    /// shard created here first makes sure the mark is not past its bucket.
+    pub(crate) fn due_add(&self, entry: &Due, due: u64) -> Result<(), EngineError> {
+        self.due_add_many(vec![(entry.encode(), due)])
+    }
+
+    /// Files several entries, with one write per bucket shard they fall in.
+    pub(crate) fn due_add_many(&self, entries: Vec<(String, u64)>) -> Result<(), EngineError> {
+        let mut by_key: BTreeMap<(u64, u64), Vec<(String, u64)>> = BTreeMap::new();
+        for (entry, due) in entries {
+            let at = (indexes::due_bucket(due), indexes::due_shard(&entry));
+            by_key.entry(at).or_default().push((entry, due));
+        }
+        for ((bucket, shard), entries) in by_key {
+            let key = indexes::keys::due(bucket, shard);
+            self.engine()
+                .update(&key, &self.fresh_op(), |current: Option<&DueShard>, _| {
+                    let filed = |c: &DueShard| {
+                        entries
+                            .iter()
+                            .all(|(e, due)| c.entries.get(e.as_str()) == Some(due))
+                    };
+                    if current.is_some_and(filed) {
+                        return Ok::<_, EngineError>(Decision::Keep(()));
+                    }
+                    if current.is_none() {
+                        self.lower_due_mark(bucket)?;
+                    }
+                    let mut next = current.cloned().unwrap_or_default();
+                    next.entries.extend(entries.iter().cloned());
+                    Ok(Decision::Write(next, ()))
+                })?;
+        }
         Ok(())
     }
 

@@ -40,6 +40,7 @@ use super::{
     CommitError, GetReservationError, ReleaseError, Reserve, ReserveError, ReserveLine,
     StockService, stock::engine_errors,
 };
+use crate::indexes::Due;
 use crate::models::{
     CartHold, CartId, CartLine, CartRecord, IdempotencyKey, OrderId, ProductId, Quantity,
     QuantityError, ReservationId, ReservationView, WarehouseId,
@@ -233,6 +234,11 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                 refuse_if_closed(Some(cart))?;
             }
         }
+        // Filed for deletion before it exists, so no marker outlives its retention.
+        self.due_add(
+            &Due::Record(keys_of_event.marker.clone()),
+            self.now() + self.config.inbound_retention_ms,
+        )?;
         self.kv
             .set(
                 &keys_of_event.marker,
@@ -311,6 +317,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                 if current.is_none() {
                     return Err(IngestError::CartNotFound(cart_id.clone()));
                 }
+                let mut filed = false;
                 let (cart, _) = self.change_cart(cart_id, &event.op, |cart| {
                     let Some(cart) = cart else {
                         return Err(IngestError::CartNotFound(cart_id.clone()));
@@ -321,6 +328,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                         None => {
                             let mut next = cart.clone();
                             next.order_id = Some(order_id.clone());
+                            self.file_closed_cart(cart_id, &mut filed)?;
                             Ok(Some((next, ())))
                         }
                     }
@@ -420,6 +428,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
             // Nothing is held for a cart never seen: there is nothing to record either.
             None => None,
             Some(_) => {
+                let mut filed = false;
                 self.change_cart(cart_id, op, |cart| {
                     let Some(cart) = cart else {
                         return Ok(None);
@@ -443,6 +452,9 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                         return Ok(None);
                     }
                     next.superseded.extend(dropped);
+                    if next.lines.is_empty() {
+                        self.file_closed_cart(cart_id, &mut filed)?;
+                    }
                     Ok(Some((next, ())))
                 })?
                 .0
@@ -479,6 +491,47 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
             Outcome::AlreadyApplied(record) => (Some(record), None),
             Outcome::Kept((record, _)) => (record, None),
         })
+    }
+
+    /// Files a cart that is being ordered or emptied (before the write that does it) for
+    /// deletion once its retention ends; the sweep looks again then, and keeps a cart that
+    /// has lines again. Once per call: `filed` remembers it across attempts.
+    fn file_closed_cart(&self, cart_id: &CartId, filed: &mut bool) -> Result<(), EngineError> {
+        if !*filed {
+            self.due_add(
+                &Due::Cart(cart_id.clone()),
+                self.now() + self.config.settled_retention_ms,
+            )?;
+            *filed = true;
+        }
+        Ok(())
+    }
+
+    /// Deletes a cart that has been ordered or empty for its whole retention. One that
+    /// changed meanwhile is filed again at the end of its retention; one that has lines
+    /// again and no order is filed again when it is next ordered or emptied.
+    pub(crate) fn sweep_cart(
+        &self,
+        cart_id: &CartId,
+        now: u64,
+        report: &mut super::ExpireReport,
+    ) -> Result<(), EngineError> {
+        let key = keys::cart(cart_id);
+        let Some(cart) = storage::read::<K, CartRecord>(&self.kv, &key)? else {
+            return Ok(());
+        };
+        if cart.order_id.is_none() && !cart.lines.is_empty() {
+            return Ok(());
+        }
+        let until = cart.updated_at + self.config.settled_retention_ms;
+        if until > now {
+            return self.due_add(&Due::Cart(cart_id.clone()), until);
+        }
+        self.kv
+            .delete_many(&[keys::birth(&key), key])
+            .map_err(EngineError::from)?;
+        report.deleted += 1;
+        Ok(())
     }
 
     /// Step 3 of the protocol: releases what the cart superseded and, once it is
@@ -531,13 +584,8 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                         GetReservationError::Busy => IngestError::Busy,
                         other => IngestError::Unknown(other.into()),
                     })?),
-                Err(CommitError::NotFound(_)) => {
-                    return Err(anyhow::anyhow!(
-                        "reservation {id} held by cart {} is missing",
-                        cart.cart_id
-                    )
-                    .into());
-                }
+                // Deleted once settled for its whole retention: it holds nothing.
+                Err(CommitError::NotFound(_)) => {}
                 Err(CommitError::Busy) => return Err(IngestError::Busy),
                 Err(CommitError::Unknown(e)) => return Err(e.into()),
             }

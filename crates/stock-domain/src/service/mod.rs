@@ -27,6 +27,7 @@ pub use stock::{
 use std::collections::HashSet;
 use std::sync::{Mutex, PoisonError};
 
+use crate::indexes::{self, Due};
 use crate::models::{
     EventKind, HistoryEntry, LineEffect, ProductId, ProductRecord, ReservationRecord,
     ReservationState, StockStatus, WarehouseId,
@@ -35,6 +36,8 @@ use crate::ports::{Clock, IdGenerator, KeyValueStore};
 use crate::storage::{
     self, Decision, Engine, EngineError, Outcome, RetryPolicy, keys, versioned_record,
 };
+
+const HOUR_MS: u64 = 60 * 60 * 1000;
 
 /// Tunables, read by the adapters from configuration.
 #[derive(Debug, Clone)]
@@ -46,6 +49,16 @@ pub struct Config {
     /// adds it write them all out under their own keys, in one batch.
     pub outbox_len: usize,
     pub retry: RetryPolicy,
+    /// How long an update's or adjustment's idempotency record answers a retry, and a
+    /// refused reservation's record under its key (ms): 24 h by default.
+    pub idempotency_retention_ms: u64,
+    /// How long an inbound event's marker keeps a redelivery from applying again (ms): 7
+    /// days by default, Kafka's default topic retention, so a replay of a whole topic
+    /// applies nothing twice.
+    pub inbound_retention_ms: u64,
+    /// How long a settled (released, committed, expired) reservation and an ordered or
+    /// emptied cart are kept (ms): 30 days by default. History is kept for ever.
+    pub settled_retention_ms: u64,
 }
 
 impl Default for Config {
@@ -56,6 +69,9 @@ impl Default for Config {
             max_lines: 100,
             outbox_len: 4,
             retry: RetryPolicy::default(),
+            idempotency_retention_ms: 24 * HOUR_MS,
+            inbound_retention_ms: 7 * 24 * HOUR_MS,
+            settled_retention_ms: 30 * 24 * HOUR_MS,
         }
     }
 }
@@ -73,6 +89,9 @@ pub(crate) struct NewEvent {
     pub reservation_id: Option<String>,
     pub order_id: Option<String>,
     pub idempotency_key: Option<String>,
+    /// For a one-line reservation's `StockReserved`: when its hold lapses, so the product
+    /// write files the entry for the sweep (`ProductRecord::due`). Not part of the entry.
+    pub lapses_at: Option<u64>,
 }
 
 impl NewEvent {
@@ -85,6 +104,7 @@ impl NewEvent {
             reservation_id: None,
             order_id: None,
             idempotency_key: None,
+            lapses_at: None,
         }
     }
 }
@@ -209,6 +229,8 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         // retry after a lost race reuses them rather than adding more.
         let mut dir_slot = None;
         let mut alert_added = false;
+        // The due buckets this call has filed the product in, likewise.
+        let mut filed = HashSet::new();
         // The alert token the latest attempt cleared, to remove once its write lands.
         let mut cleared = None;
         let outcome = self.engine().update::<_, _, E>(
@@ -260,6 +282,18 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                 }
                 for e in events {
                     record.seq += 1;
+                    if let Some(lapses_at) = e.lapses_at {
+                        let bucket = indexes::due_bucket(lapses_at);
+                        let span = record.due.entry(bucket).or_insert((record.seq, record.seq));
+                        span.1 = record.seq;
+                        let known = current.is_some_and(|c| c.due.contains_key(&bucket));
+                        if !known && filed.insert(bucket) {
+                            // Due from the bucket's start: the sweep takes its holds as
+                            // they lapse, in the order they were placed.
+                            let start = bucket * indexes::DUE_BUCKET_MS;
+                            self.due_add(&Due::Product(id.clone()), start)?;
+                        }
+                    }
                     let entry = HistoryEntry {
                         seq: record.seq,
                         kind: e.kind,

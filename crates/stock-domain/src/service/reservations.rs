@@ -38,7 +38,7 @@
 
 use super::stock::engine_errors;
 use super::{NewEvent, Step, StockService};
-use crate::indexes::{self, Cursor, DueMark, DueShard};
+use crate::indexes::{self, Cursor, Due, DueMark, DueShard};
 use crate::models::{
     Allocation, EventKind, IdempotencyKey, InflightLine, LineEffect, OrderId, ProductId, Quantity,
     ReservationId, ReservationLine, ReservationRecord, ReservationState, ReservationView, Shortage,
@@ -47,7 +47,7 @@ use crate::models::{
 use crate::ports::{Clock, IdGenerator, KeyValueStore};
 use crate::storage::{self, Decision, EngineError, Outcome, keys};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 /// A reservation left in a transitional state this long is presumed abandoned by its
 /// request and finished by whoever reads it next.
@@ -153,6 +153,9 @@ pub struct ExpireReport {
     pub expired: Vec<ReservationId>,
     /// Reservations found abandoned mid-change and finished.
     pub repaired: Vec<ReservationId>,
+    /// Records deleted because their retention had ended (settled reservations, ordered
+    /// or emptied carts, idempotency records, inbound-event markers).
+    pub deleted: u64,
     /// Pass as `after` to go on where this call stopped; `None` when it is `done`.
     pub next: Option<String>,
     /// Every reservation due by the time of this call has been dealt with (those still
@@ -160,9 +163,22 @@ pub struct ExpireReport {
     pub done: bool,
 }
 
-/// Due-bucket shards one sweep call reads at most (half an hour of buckets), so that a
-/// sweep after a long pause goes on in later calls.
+/// Store reads one sweep call makes at most (due shards, products, history entries,
+/// reservations), so that a sweep after a long pause goes on in later calls.
 const MAX_SWEEP_READS: usize = 512;
+
+/// What one sweep call may still do.
+struct Budget {
+    limit: usize,
+    handled: usize,
+    reads: usize,
+}
+
+impl Budget {
+    fn spent(&self) -> bool {
+        self.handled >= self.limit || self.reads >= MAX_SWEEP_READS
+    }
+}
 
 engine_errors!(
     ReserveError,
@@ -384,7 +400,10 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         }
         // Filed for the sweep before the intent exists, so that an intent abandoned
         // half-way is found and finished.
-        self.due_add(&id, (now + STALE_AFTER_MS).min(record.expires_at))?;
+        self.due_add(
+            &Due::Reservation(id.clone()),
+            (now + STALE_AFTER_MS).min(record.expires_at),
+        )?;
         self.kv
             .set(&keys::reservation(&id), &storage::encode(&record))
             .map_err(EngineError::from)?;
@@ -415,16 +434,19 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                 record.expires_at = expires_at;
                 record.lines[0].allocations = allocations;
                 record.lines[0].placement = Some(op);
-                // Filed for the sweep before the record exists, to be recorded as expired.
-                self.due_add(&record.id, record.expires_at)?;
             }
             Placement::Short(shortage) => {
                 record.state = ReservationState::Rejected;
                 record.shortage = Some(shortage);
-                // Recorded only when a retry must get the same answer.
+                // Recorded only when a retry must get the same answer, and for as long
+                // as an idempotency record.
                 if record.idempotency_key.is_none() {
                     return self.reserve_outcome(record);
                 }
+                self.due_add(
+                    &Due::Reservation(record.id.clone()),
+                    record.updated_at + self.config.idempotency_retention_ms,
+                )?;
             }
             // A request under the same idempotency key got there first and its
             // reservation has moved on: answer with what it recorded.
@@ -602,16 +624,21 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         );
         let now = self.now();
         if changeable && record.lines.len() > 1 && now < record.expires_at {
-            self.due_add(&record.id, (now + STALE_AFTER_MS).min(record.expires_at))?;
+            self.due_add(
+                &Due::Reservation(record.id.clone()),
+                (now + STALE_AFTER_MS).min(record.expires_at),
+            )?;
         }
         Ok(())
     }
 
-    /// One call of the sweep: reads the due reservations from the mark (or from `after`,
-    /// the `next` of the previous call) on, looking at most at `limit` of them. Records each
-    /// lapsed one as expired (with a `ReservationExpired` entry in each product's
-    /// history), finishes those abandoned mid-change, and files pending ones again at their
-    /// expiry. The mark moves past buckets found empty.
+    /// One call of the sweep: reads the due work from the mark (or from `after`, the
+    /// `next` of the previous call) on, dealing with at most `limit` reservations and
+    /// records. Records each lapsed reservation as expired (with a `ReservationExpired`
+    /// entry in each product's history), finishes those abandoned mid-change, files
+    /// pending ones again at their expiry and settled ones at the end of their retention,
+    /// and deletes what has outlived its retention (see [`crate::indexes`]). The mark
+    /// moves past buckets found empty, whose shards are deleted.
     pub fn expire_due(
         &self,
         after: Option<&str>,
@@ -640,40 +667,42 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         // The first bucket not known to be empty, while every bucket from the mark on has
         // been found empty.
         let mut clear = (cursor.is_none()).then_some(mark.bucket);
-        let mut handled = 0;
-        let mut reads = 0;
+        let mut budget = Budget {
+            limit,
+            handled: 0,
+            reads: 0,
+        };
+        // Shards of buckets that nothing will file into any more, found empty.
+        let mut gone = Vec::new();
         let stop = loop {
             if bucket > last {
                 break None;
             }
+            let ended = (bucket + 1) * indexes::DUE_BUCKET_MS + indexes::DUE_GRACE_MS <= now;
             if shard == indexes::DUE_SHARDS {
-                let ended = (bucket + 1) * indexes::DUE_BUCKET_MS + indexes::DUE_GRACE_MS;
-                clear = clear
-                    .filter(|c| *c == bucket && ended <= now)
-                    .map(|c| c + 1);
+                clear = clear.filter(|c| *c == bucket && ended).map(|c| c + 1);
                 bucket += 1;
                 shard = 0;
                 continue;
             }
-            if handled >= limit || reads >= MAX_SWEEP_READS {
+            if budget.spent() {
                 break Some(Cursor {
                     shard: bucket,
                     last: shard,
                 });
             }
-            reads += 1;
+            budget.reads += 1;
             let key = indexes::keys::due(bucket, shard);
             let mut left = false;
             if let Some(filed) = storage::read::<K, DueShard>(&self.kv, &key)? {
                 let mut done = Vec::new();
-                for (rid, due) in &filed.entries {
-                    if *due > now || handled >= limit {
+                for (entry, due) in &filed.entries {
+                    if *due > now || budget.spent() {
                         left = true;
                         continue;
                     }
-                    handled += 1;
-                    if self.sweep_one(rid, now, &mut report)? {
-                        done.push((rid.clone(), *due));
+                    if self.sweep_entry(entry, bucket, now, &mut budget, &mut report)? {
+                        done.push((entry.clone(), *due));
                     } else {
                         left = true;
                     }
@@ -681,10 +710,14 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                 if !done.is_empty() {
                     self.due_remove(&key, &done)?;
                 }
+                if !left && ended {
+                    gone.push(keys::birth(&key));
+                    gone.push(key);
+                }
             }
             if left {
                 clear = None;
-                if handled >= limit {
+                if budget.spent() {
                     break Some(Cursor {
                         shard: bucket,
                         last: shard,
@@ -693,6 +726,9 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
             }
             shard += 1;
         };
+        if !gone.is_empty() {
+            self.kv.delete_many(&gone).map_err(EngineError::from)?;
+        }
         if let Some(to) = clear.filter(|c| *c > mark.bucket) {
             self.advance_due_mark(mark.bucket, to)?;
         }
@@ -701,18 +737,172 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         Ok(report)
     }
 
-    /// Deals with one due reservation; returns whether its entry can go.
-    fn sweep_one(
+    /// Deals with one due entry of `bucket`; returns whether it can go.
+    fn sweep_entry(
         &self,
-        rid: &str,
+        entry: &str,
+        bucket: u64,
+        now: u64,
+        budget: &mut Budget,
+        report: &mut ExpireReport,
+    ) -> Result<bool, ExpireError> {
+        // An entry no version of the service wrote: nothing to do.
+        let Some(due) = Due::parse(entry) else {
+            return Ok(true);
+        };
+        match due {
+            Due::Product(id) => self.sweep_product(&id, bucket, now, budget, report),
+            Due::Reservation(id) => {
+                budget.handled += 1;
+                budget.reads += 1;
+                self.sweep_reservation(&id, now, report)
+            }
+            Due::Cart(id) => {
+                budget.handled += 1;
+                budget.reads += 1;
+                self.sweep_cart(&id, now, report)?;
+                Ok(true)
+            }
+            Due::Record(key) => {
+                budget.handled += 1;
+                self.delete_record(&key)?;
+                report.deleted += 1;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Deletes a record and the counter that elected its creator, if it had one.
+    fn delete_record(&self, key: &str) -> Result<(), EngineError> {
+        self.kv
+            .delete_many(&[key.to_owned(), keys::birth(key)])
+            .map_err(EngineError::from)
+    }
+
+    /// How long a reservation settled in `state` is kept: a rejection is only an answer
+    /// kept for retries under its idempotency key.
+    fn retention_of(&self, state: ReservationState) -> u64 {
+        match state {
+            ReservationState::Rejected => self.config.idempotency_retention_ms,
+            _ => self.config.settled_retention_ms,
+        }
+    }
+
+    /// When a settled record's retention ends: `settled_at` plus `retention`, and never in
+    /// the past, where the mark may already be.
+    fn retained_until(settled_at: u64, retention: u64, now: u64) -> u64 {
+        (settled_at + retention).max(now + 1)
+    }
+
+    /// The one-line reservations of `product` that lapse in `bucket`, read from the span of
+    /// its history that the product record names, up to the first whose hold has not
+    /// lapsed yet; returns whether the span is done.
+    fn sweep_product(
+        &self,
+        id: &ProductId,
+        bucket: u64,
+        now: u64,
+        budget: &mut Budget,
+        report: &mut ExpireReport,
+    ) -> Result<bool, ExpireError> {
+        budget.reads += 1;
+        let Some(product) = self.read_product(id)? else {
+            return Ok(true);
+        };
+        let Some(&(first, last)) = product.due.get(&bucket) else {
+            return Ok(true);
+        };
+        let retention = self.config.settled_retention_ms;
+        let mut seq = first;
+        let mut seen = HashSet::new();
+        let mut retained = Vec::new();
+        while seq <= last && !budget.spent() {
+            budget.reads += 1;
+            let entry = self.history_entry(id, &product, seq)?;
+            seq += 1;
+            let rid = match (&entry.kind, &entry.reservation_id) {
+                (EventKind::StockReserved, Some(rid)) if seen.insert(rid.clone()) => rid,
+                _ => continue,
+            };
+            let Ok(rid) = ReservationId::parse(rid) else {
+                continue;
+            };
+            budget.handled += 1;
+            budget.reads += 1;
+            // Absent: its request died before recording it, and its hold has lapsed.
+            let Some(record) = self.read_reservation(&rid)? else {
+                continue;
+            };
+            // Reservations of several lines, and holds of another bucket, are filed on
+            // their own.
+            if record.lines.len() > 1 || indexes::due_bucket(record.expires_at) != bucket {
+                continue;
+            }
+            let settled_at = if record.state.is_final() {
+                record.updated_at
+            } else if now >= record.expires_at {
+                if self.record_expiry(record)? {
+                    report.expired.push(rid.clone());
+                } else {
+                    report.repaired.push(rid.clone());
+                }
+                now
+            } else {
+                // Holds lapse in about the order they were placed: the rest of the span
+                // is for a later call (by the bucket's end, all of it has lapsed).
+                seq -= 1;
+                break;
+            };
+            retained.push((
+                Due::Reservation(rid).encode(),
+                Self::retained_until(settled_at, retention, now),
+            ));
+        }
+        self.due_add_many(retained)?;
+        // Progress is kept in the product record, so the next call starts where this one
+        // stopped; the bucket goes once its span is done (a reserve that extended the
+        // span meanwhile keeps it).
+        let op = format!(
+            "s{:016x}",
+            storage::digest(&["sweep", id.as_str(), &bucket.to_string(), &seq.to_string()])
+        );
+        let outcome = self.write_product(id, &op, |current, _| {
+            let Some(current) = current else {
+                return Ok::<_, ExpireError>(Step::Keep(true));
+            };
+            let Some(&(from, to)) = current.due.get(&bucket) else {
+                return Ok(Step::Keep(true));
+            };
+            if from >= seq {
+                return Ok(Step::Keep(false));
+            }
+            let mut record = current.clone();
+            if to < seq {
+                record.due.remove(&bucket);
+            } else {
+                record.due.insert(bucket, (seq, to));
+            }
+            Ok(Step::Write {
+                record,
+                events: Vec::new(),
+                result: to < seq,
+            })
+        })?;
+        Ok(match outcome {
+            Outcome::Written { result, .. } | Outcome::Kept(result) => result,
+            Outcome::AlreadyApplied(record) => !record.due.contains_key(&bucket),
+        })
+    }
+
+    /// Deals with one due reservation; returns whether its entry can go.
+    fn sweep_reservation(
+        &self,
+        id: &ReservationId,
         now: u64,
         report: &mut ExpireReport,
     ) -> Result<bool, ExpireError> {
-        let Ok(id) = ReservationId::parse(rid) else {
-            return Ok(true);
-        };
         // Filed before its record was written, by a request that then died or was refused.
-        let Some(record) = self.read_reservation(&id)? else {
+        let Some(record) = self.read_reservation(id)? else {
             return Ok(true);
         };
         let lapsed = matches!(
@@ -722,10 +912,14 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         let stale = record.updated_at + STALE_AFTER_MS <= now;
         if lapsed {
             if self.record_expiry(record)? {
-                report.expired.push(id);
+                report.expired.push(id.clone());
             } else {
-                report.repaired.push(id);
+                report.repaired.push(id.clone());
             }
+            self.due_add(
+                &Due::Reservation(id.clone()),
+                Self::retained_until(now, self.config.settled_retention_ms, now),
+            )?;
             return Ok(true);
         }
         let record = if record.is_one_line_pending() && stale {
@@ -743,13 +937,25 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         match record.state {
             // Still to be recorded as expired: filed again at its expiry.
             ReservationState::Pending if now < record.expires_at => {
-                self.due_add(&id, record.expires_at)?;
+                self.due_add(&Due::Reservation(id.clone()), record.expires_at)?;
                 Ok(true)
             }
             ReservationState::Released
             | ReservationState::Committed
             | ReservationState::Rejected
-            | ReservationState::Expired => Ok(true),
+            | ReservationState::Expired => {
+                let retention = self.retention_of(record.state);
+                if record.updated_at + retention <= now {
+                    self.delete_record(&keys::reservation(id))?;
+                    report.deleted += 1;
+                } else {
+                    self.due_add(
+                        &Due::Reservation(id.clone()),
+                        Self::retained_until(record.updated_at, retention, now),
+                    )?;
+                }
+                Ok(true)
+            }
             // Mid-change and not yet abandoned, or lapsed just now: next time.
             _ => Ok(false),
         }
@@ -1083,6 +1289,10 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                 e.warehouse_id = Some(a.warehouse_id.clone());
                 e.reservation_id = Some(rid.to_owned());
                 e.idempotency_key = record.idempotency_key.clone();
+                // A one-line reservation is found by the sweep through its product.
+                if record.lines.len() == 1 {
+                    e.lapses_at = Some(record.expires_at);
+                }
                 events.push(e);
             }
             next.inflight.insert(

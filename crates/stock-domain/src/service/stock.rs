@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{NewEvent, Step, StockService};
+use crate::indexes::Due;
 use crate::models::{
     Adjustment, EventKind, HistoryEntry, IdempotencyKey, ProductId, ProductRecord, Quantity,
     StockLevel, StockStatus, StockView, WarehouseId, WarehouseStock,
@@ -280,6 +281,11 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
             fingerprint: idem.fingerprint,
             view: view(run(&idem.op)?),
         };
+        // Filed for deletion before it exists, so no record outlives its retention.
+        self.due_add(
+            &Due::Record(idem.key.clone()),
+            self.now() + self.config.idempotency_retention_ms,
+        )?;
         self.kv
             .set(&idem.key, &storage::encode(&replay))
             .map_err(EngineError::from)?;

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use stock_domain::indexes::{self, AlertShard, DirPage, DueMark, DueShard};
+use stock_domain::indexes::{self, AlertShard, DirPage, Due, DueMark, DueShard};
 use stock_domain::memory::{FaultPlan, ManualClock, MemoryKv, SeqIds};
 use stock_domain::models::*;
 use stock_domain::service::*;
@@ -81,9 +81,11 @@ impl World {
     /// The indexes agree with the records, whatever crashed (they may hold more, never
     /// less): every product is in the directory under the slot its record names, in a
     /// shard whose pages are `0..n`; every product at or below its threshold is in the
-    /// alert set under the token its record holds; every reservation that is pending or
-    /// mid-change is filed in a due bucket at or after the mark, no later than its expiry
-    /// (or, mid-change, at all).
+    /// alert set under the token its record holds; every reservation is filed in the due
+    /// work at or after the mark, on its own or (one line) through its product, and one
+    /// of several lines that is not settled no later than its expiry; every idempotency
+    /// record and inbound-event marker, and every ordered or emptied cart, is filed to be
+    /// deleted.
     pub fn check_indexes(&self) {
         let now = self.now();
         let snapshot = self.kv.snapshot();
@@ -128,7 +130,9 @@ impl World {
         }
         let mark: Option<DueMark> =
             read(indexes::keys::DUE_MARK).map(|b| serde_json::from_slice(b).unwrap());
-        let mut filed = BTreeMap::new();
+        // Every entry filed at or after the mark (an entry behind it would never be read),
+        // with the buckets it is filed in.
+        let mut filed: BTreeMap<String, Vec<(u64, u64)>> = BTreeMap::new();
         for (k, v) in &snapshot {
             let Some((bucket, _)) = k.strip_prefix("due/").and_then(|r| r.split_once('/')) else {
                 continue;
@@ -136,28 +140,60 @@ impl World {
             let Ok(bucket) = bucket.parse::<u64>() else {
                 continue;
             };
-            let shard: DueShard = serde_json::from_slice(v).expect("due shard");
-            for (rid, due) in shard.entries {
-                filed.insert(rid, (bucket, due));
-            }
-        }
-        for r in self.reservations() {
-            let open = !r.state.is_settled() || r.state == ReservationState::Pending;
-            if !open {
-                continue;
-            }
-            let filed = filed.get(r.id.as_str()).copied();
-            let (bucket, due) = filed
-                .unwrap_or_else(|| panic!("reservation {} ({:?}) is not filed", r.id, r.state));
             let mark = mark
                 .as_ref()
                 .expect("a due mark exists once anything is filed");
-            assert!(bucket >= mark.bucket, "{} is filed behind the mark", r.id);
+            let shard: DueShard = serde_json::from_slice(v).expect("due shard");
+            for (entry, due) in shard.entries {
+                assert!(bucket >= mark.bucket, "{entry} is filed behind the mark");
+                filed.entry(entry).or_default().push((bucket, due));
+            }
+        }
+        let is_filed = |due: &Due| filed.contains_key(&due.encode());
+        let products: BTreeMap<ProductId, ProductRecord> = self.products().into_iter().collect();
+        // A one-line reservation is reachable through its product while the product names
+        // the bucket of its expiry and is filed there.
+        let through_product = |r: &ReservationRecord| {
+            let line = &r.lines[0];
+            let bucket = indexes::due_bucket(r.expires_at);
+            r.lines.len() == 1
+                && products
+                    .get(&line.product_id)
+                    .is_some_and(|p| p.due.contains_key(&bucket))
+                && filed
+                    .get(&Due::Product(line.product_id.clone()).encode())
+                    .is_some_and(|at| at.iter().any(|(b, _)| *b == bucket))
+        };
+        for r in self.reservations() {
+            let own = filed.get(&Due::Reservation(r.id.clone()).encode());
+            let reachable = own.is_some() || through_product(&r);
             assert!(
-                !r.state.is_settled() || due <= r.expires_at,
-                "{} is filed after its expiry",
-                r.id
+                reachable,
+                "reservation {} ({:?}, {} lines) is not filed",
+                r.id,
+                r.state,
+                r.lines.len()
             );
+            if r.lines.len() > 1 && !r.state.is_final() {
+                let own = own.unwrap_or_else(|| panic!("{} is not filed on its own", r.id));
+                assert!(
+                    own.iter().any(|(_, due)| *due <= r.expires_at),
+                    "{} is filed after its expiry",
+                    r.id
+                );
+            }
+        }
+        for (k, v) in &snapshot {
+            if k.starts_with("idem/") {
+                assert!(is_filed(&Due::Record(k.clone())), "{k} is not filed");
+            }
+            if let Some(id) = k.strip_prefix(keys::CART_PREFIX) {
+                let cart: CartRecord = serde_json::from_slice(v).expect("cart record");
+                if cart.order_id.is_some() || cart.lines.is_empty() {
+                    let id = CartId::parse(id).expect("cart id");
+                    assert!(is_filed(&Due::Cart(id)), "closed cart {k} is not filed");
+                }
+            }
         }
     }
 
@@ -269,8 +305,9 @@ impl World {
 
     /// After a repair: a reservation record that still says pending when its product
     /// step is done is one whose request died before recording it. Lookups see through it
-    /// at once; the sweep records it once it is due (at its expiry), and the product's next
-    /// batch of history before that.
+    /// at once; the sweep records it once it has lapsed, and the holds placed on its
+    /// product before it in the same due bucket too (by the bucket's end, all of them),
+    /// and the product's next batch of history before that.
     pub fn check_records_agree(&self) {
         let now = self.now();
         let reservations = self.reservations();
@@ -286,9 +323,10 @@ impl World {
                 if e.effect == LineEffect::Held {
                     continue;
                 }
+                let bucket_end = (indexes::due_bucket(r.expires_at) + 1) * indexes::DUE_BUCKET_MS;
                 assert!(
-                    now < r.expires_at,
-                    "reservation {} still pending after its expiry although {id} says {:?}",
+                    now < bucket_end,
+                    "reservation {} still pending after its due bucket although {id} says {:?}",
                     r.id,
                     e.effect
                 );
