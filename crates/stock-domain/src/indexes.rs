@@ -33,10 +33,14 @@
 //!   - a *cart* that was ordered or abandoned, and a *record* (an idempotency record,
 //!     an inbound-event marker) at the end of its retention, to be deleted.
 //!
-//!   The sweep removes what it has dealt with, and deletes a bucket's shards once the mark
-//!   passes it, so the index holds only what is still to come.
+//!   A day's buckets that hold shards are listed in `due/day/{day}` (written once per
+//!   bucket shard, when it is created), so the sweep reads one record per day that has
+//!   nothing due instead of every shard of every bucket: after a month of quiet, the next
+//!   call reads thirty records, not seven hundred thousand. The sweep removes what it
+//!   has dealt with and deletes the shards, and the day lists, that time has left
+//!   behind, so the index holds only what is still to come.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -57,6 +61,8 @@ pub const DUE_SHARDS: u64 = 16;
 /// How long after its end a bucket is still read by the sweep before the mark passes it,
 /// so that a writer whose request started before the bucket ended is never left behind.
 pub const DUE_GRACE_MS: u64 = 60_000;
+/// Due buckets per day list.
+pub const DUE_BUCKETS_PER_DAY: u64 = 24 * 60 * 60 * 1000 / DUE_BUCKET_MS;
 /// An alert entry that its product does not reference is dropped only after this long:
 /// until then its writer may still be about to store the token.
 pub const ALERT_STALE_MS: u64 = 60_000;
@@ -132,6 +138,11 @@ pub mod keys {
         format!("due/{bucket:012}/{shard:02}")
     }
 
+    /// The buckets of day `day` (days since the epoch) that hold shards.
+    pub fn due_day(day: u64) -> String {
+        format!("due/day/{day:06}")
+    }
+
     pub const DUE_MARK: &str = "due/mark";
 }
 
@@ -172,6 +183,16 @@ pub struct DueShard {
     pub ops: VecDeque<String>,
 }
 
+/// The buckets of one day that hold (or held) due shards.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DueDay {
+    pub buckets: BTreeSet<u64>,
+    pub version: u64,
+    pub updated_at: u64,
+    #[serde(default)]
+    pub ops: VecDeque<String>,
+}
+
 /// The first due bucket that may still hold entries.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DueMark {
@@ -186,6 +207,7 @@ versioned_record!(DirPage, 16);
 versioned_record!(AlertShard, 32);
 versioned_record!(DueShard, 32);
 versioned_record!(DueMark, 16);
+versioned_record!(DueDay, 16);
 
 /// A position in a sharded listing: the shard, and the last key served in it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -695,7 +695,7 @@ fn the_expiry_sweep_reports_what_it_expired() {
     let got = body(&stock_http::expire_reservations(&h.svc, &req, &h.admin));
     assert_eq!(
         got,
-        json!({"expired": [id], "repaired": [], "next": null, "done": true})
+        json!({"expired": [id], "repaired": [], "deleted": 0, "next": null, "done": true})
     );
 }
 

@@ -7,6 +7,7 @@ use stock_domain::Config;
 
 pub const DEFAULT_TTL_SECONDS: u64 = 900;
 pub const MAX_TTL_SECONDS: u64 = 7200;
+const HOUR_MS: u64 = 60 * 60 * 1000;
 
 /// Builds the domain configuration from `lookup`, which returns a variable's value or
 /// `None` when the component does not define it.
@@ -35,10 +36,38 @@ pub fn from_lookup(
         Some("false") => false,
         Some(other) => bail!("kv_verify_writes must be true or false, not {other:?}"),
     };
+    let defaults = Config::default();
+    // Retention periods in whole units of `unit_ms`, at least one.
+    let period = |name: &str, unit_ms: u64, default_ms: u64| -> anyhow::Result<u64> {
+        let Some(raw) = lookup(name)? else {
+            return Ok(default_ms);
+        };
+        raw.trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .and_then(|n| n.checked_mul(unit_ms))
+            .ok_or_else(|| anyhow!("{name} must be a whole number, at least 1"))
+    };
     let mut config = Config {
         default_ttl_ms: default_ttl * 1000,
         max_ttl_ms: max_ttl * 1000,
-        ..Config::default()
+        idempotency_retention_ms: period(
+            "idempotency_retention_hours",
+            HOUR_MS,
+            defaults.idempotency_retention_ms,
+        )?,
+        inbound_retention_ms: period(
+            "inbound_event_retention_hours",
+            HOUR_MS,
+            defaults.inbound_retention_ms,
+        )?,
+        settled_retention_ms: period(
+            "settled_retention_days",
+            24 * HOUR_MS,
+            defaults.settled_retention_ms,
+        )?,
+        ..defaults
     };
     config.retry.verify_writes = verify_writes;
     Ok(config)
@@ -73,6 +102,9 @@ mod tests {
         assert_eq!(c.default_ttl_ms, 900_000);
         assert_eq!(c.max_ttl_ms, 7_200_000);
         assert!(c.retry.verify_writes);
+        assert_eq!(c.idempotency_retention_ms, 24 * HOUR_MS);
+        assert_eq!(c.inbound_retention_ms, 7 * 24 * HOUR_MS);
+        assert_eq!(c.settled_retention_ms, 30 * 24 * HOUR_MS);
     }
 
     #[test]
@@ -81,11 +113,17 @@ mod tests {
             ("reservation_default_ttl_seconds", "60"),
             ("reservation_max_ttl_seconds", "120"),
             ("kv_verify_writes", "false"),
+            ("idempotency_retention_hours", "2"),
+            ("inbound_event_retention_hours", "3"),
+            ("settled_retention_days", "4"),
         ])
         .unwrap();
         assert_eq!(c.default_ttl_ms, 60_000);
         assert_eq!(c.max_ttl_ms, 120_000);
         assert!(!c.retry.verify_writes);
+        assert_eq!(c.idempotency_retention_ms, 2 * HOUR_MS);
+        assert_eq!(c.inbound_retention_ms, 3 * HOUR_MS);
+        assert_eq!(c.settled_retention_ms, 4 * 24 * HOUR_MS);
     }
 
     #[test]
@@ -101,6 +139,9 @@ mod tests {
             ("reservation_max_ttl_seconds", "-1"),
             ("reservation_max_ttl_seconds", "18446744073709551615"),
             ("kv_verify_writes", "yes"),
+            ("idempotency_retention_hours", "0"),
+            ("inbound_event_retention_hours", "1.5"),
+            ("settled_retention_days", "18446744073709551615"),
         ] {
             assert!(config(&[(name, value)]).is_err(), "{name}={value}");
         }

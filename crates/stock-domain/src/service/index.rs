@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{AlertView, InvalidCursor, StockService};
 use crate::indexes::{
-    self, AlertShard, AlertToken, Cursor, DIR_PAGE, DIR_SHARDS, DirPage, Due, DueMark, DueShard,
+    self, AlertShard, AlertToken, Cursor, DIR_PAGE, DIR_SHARDS, DirPage, Due, DueDay, DueMark,
+    DueShard,
 };
 use crate::models::{ProductId, StockStatus, StockView};
 use crate::ports::{Clock, IdGenerator, KeyValueStore};
@@ -297,6 +298,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                     }
                     if current.is_none() {
                         self.lower_due_mark(bucket)?;
+                        self.list_due_bucket(bucket)?;
                     }
                     let mut next = current.cloned().unwrap_or_default();
                     next.entries.extend(entries.iter().cloned());
@@ -322,6 +324,21 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                 } else {
                     Decision::Write(next, ())
                 })
+            })?;
+        Ok(())
+    }
+
+    /// Lists `bucket` in its day, before a shard of it is created.
+    fn list_due_bucket(&self, bucket: u64) -> Result<(), EngineError> {
+        let key = indexes::keys::due_day(bucket / indexes::DUE_BUCKETS_PER_DAY);
+        self.engine()
+            .update(&key, &self.fresh_op(), |current: Option<&DueDay>, _| {
+                if current.is_some_and(|d| d.buckets.contains(&bucket)) {
+                    return Ok::<_, EngineError>(Decision::Keep(()));
+                }
+                let mut next = current.cloned().unwrap_or_default();
+                next.buckets.insert(bucket);
+                Ok(Decision::Write(next, ()))
             })?;
         Ok(())
     }

@@ -38,7 +38,7 @@
 
 use super::stock::engine_errors;
 use super::{NewEvent, Step, StockService};
-use crate::indexes::{self, Cursor, Due, DueMark, DueShard};
+use crate::indexes::{self, Cursor, Due, DueDay, DueMark, DueShard};
 use crate::models::{
     Allocation, EventKind, IdempotencyKey, InflightLine, LineEffect, OrderId, ProductId, Quantity,
     ReservationId, ReservationLine, ReservationRecord, ReservationState, ReservationView, Shortage,
@@ -637,8 +637,9 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
     /// records. Records each lapsed reservation as expired (with a `ReservationExpired`
     /// entry in each product's history), finishes those abandoned mid-change, files
     /// pending ones again at their expiry and settled ones at the end of their retention,
-    /// and deletes what has outlived its retention (see [`crate::indexes`]). The mark
-    /// moves past buckets found empty, whose shards are deleted.
+    /// and deletes what has outlived its retention (see [`crate::indexes`]). Walks the
+    /// days' lists of buckets, so empty stretches cost one read a day; the mark moves
+    /// past buckets found empty, and their shards and day lists are deleted.
     pub fn expire_due(
         &self,
         after: Option<&str>,
@@ -659,81 +660,110 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
             .transpose()?;
         let now = self.now();
         let last = indexes::due_bucket(now);
+        // Buckets before this one have ended long enough ago that nothing files into them.
+        let first_open = now.saturating_sub(indexes::DUE_GRACE_MS) / indexes::DUE_BUCKET_MS;
+        let ended = |bucket: u64| bucket < first_open;
         // A cursor names (bucket, shard): its `shard` field carries the bucket.
         let (mut bucket, mut shard) = match &cursor {
             Some(c) if c.shard >= mark.bucket => (c.shard, c.last),
             _ => (mark.bucket, 0),
         };
-        // The first bucket not known to be empty, while every bucket from the mark on has
-        // been found empty.
-        let mut clear = (cursor.is_none()).then_some(mark.bucket);
+        // Only a call that starts at the mark knows that nothing lies before it.
+        let from_mark = cursor.is_none();
+        // The first bucket seen that still holds entries: the mark may move up to it.
+        let mut blocked = None;
         let mut budget = Budget {
             limit,
             handled: 0,
             reads: 0,
         };
-        // Shards of buckets that nothing will file into any more, found empty.
+        // Shards and day lists that nothing will file into any more, found empty.
         let mut gone = Vec::new();
-        let stop = loop {
-            if bucket > last {
-                break None;
-            }
-            let ended = (bucket + 1) * indexes::DUE_BUCKET_MS + indexes::DUE_GRACE_MS <= now;
-            if shard == indexes::DUE_SHARDS {
-                clear = clear.filter(|c| *c == bucket && ended).map(|c| c + 1);
-                bucket += 1;
-                shard = 0;
-                continue;
-            }
+        let mut stop = None;
+        'days: while bucket <= last {
             if budget.spent() {
-                break Some(Cursor {
-                    shard: bucket,
-                    last: shard,
-                });
+                stop = Some((bucket, shard));
+                break;
             }
+            let day = bucket / indexes::DUE_BUCKETS_PER_DAY;
+            let next_day = (day + 1) * indexes::DUE_BUCKETS_PER_DAY;
             budget.reads += 1;
-            let key = indexes::keys::due(bucket, shard);
-            let mut left = false;
-            if let Some(filed) = storage::read::<K, DueShard>(&self.kv, &key)? {
-                let mut done = Vec::new();
-                for (entry, due) in &filed.entries {
-                    if *due > now || budget.spent() {
-                        left = true;
-                        continue;
-                    }
-                    if self.sweep_entry(entry, bucket, now, &mut budget, &mut report)? {
-                        done.push((entry.clone(), *due));
-                    } else {
-                        left = true;
-                    }
+            let day_key = indexes::keys::due_day(day);
+            let listed = storage::read::<K, DueDay>(&self.kv, &day_key)?;
+            let buckets: Vec<u64> = listed
+                .as_ref()
+                .map(|d| d.buckets.range(bucket..next_day).copied().collect())
+                .unwrap_or_default();
+            let mut day_clear = true;
+            for b in buckets {
+                if b > last {
+                    break;
                 }
-                if !done.is_empty() {
-                    self.due_remove(&key, &done)?;
+                if b != bucket {
+                    (bucket, shard) = (b, 0);
                 }
-                if !left && ended {
-                    gone.push(keys::birth(&key));
-                    gone.push(key);
+                while shard < indexes::DUE_SHARDS {
+                    if budget.spent() {
+                        stop = Some((bucket, shard));
+                        break 'days;
+                    }
+                    budget.reads += 1;
+                    let key = indexes::keys::due(bucket, shard);
+                    if let Some(filed) = storage::read::<K, DueShard>(&self.kv, &key)? {
+                        let mut left = false;
+                        let mut done = Vec::new();
+                        for (entry, due) in &filed.entries {
+                            if *due > now || budget.spent() {
+                                left = true;
+                                continue;
+                            }
+                            if self.sweep_entry(entry, bucket, now, &mut budget, &mut report)? {
+                                done.push((entry.clone(), *due));
+                            } else {
+                                left = true;
+                            }
+                        }
+                        if !done.is_empty() {
+                            self.due_remove(&key, &done)?;
+                        }
+                        if left {
+                            blocked.get_or_insert(bucket);
+                            day_clear = false;
+                            // Stopped inside this shard: the next call starts with it.
+                            if budget.spent() {
+                                stop = Some((bucket, shard));
+                                break 'days;
+                            }
+                        } else if ended(bucket) {
+                            gone.push(keys::birth(&key));
+                            gone.push(key);
+                        }
+                    }
+                    shard += 1;
                 }
             }
-            if left {
-                clear = None;
-                if budget.spent() {
-                    break Some(Cursor {
-                        shard: bucket,
-                        last: shard,
-                    });
-                }
+            if listed.is_some() && day_clear && from_mark && ended(next_day - 1) {
+                gone.push(keys::birth(&day_key));
+                gone.push(day_key);
             }
-            shard += 1;
-        };
+            (bucket, shard) = (next_day, 0);
+        }
         if !gone.is_empty() {
             self.kv.delete_many(&gone).map_err(EngineError::from)?;
         }
-        if let Some(to) = clear.filter(|c| *c > mark.bucket) {
+        let reached = stop.map_or(last + 1, |(b, _)| b);
+        let to = blocked.unwrap_or(reached).min(reached).min(first_open);
+        if from_mark && to > mark.bucket {
             self.advance_due_mark(mark.bucket, to)?;
         }
         report.done = stop.is_none();
-        report.next = stop.map(|c| c.to_string());
+        report.next = stop.map(|(bucket, shard)| {
+            Cursor {
+                shard: bucket,
+                last: shard,
+            }
+            .to_string()
+        });
         Ok(report)
     }
 

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use stock_domain::indexes::{self, AlertShard, DirPage, Due, DueMark, DueShard};
+use stock_domain::indexes::{self, AlertShard, DirPage, Due, DueDay, DueMark, DueShard};
 use stock_domain::memory::{FaultPlan, ManualClock, MemoryKv, SeqIds};
 use stock_domain::models::*;
 use stock_domain::service::*;
@@ -134,7 +134,11 @@ impl World {
         // with the buckets it is filed in.
         let mut filed: BTreeMap<String, Vec<(u64, u64)>> = BTreeMap::new();
         for (k, v) in &snapshot {
-            let Some((bucket, _)) = k.strip_prefix("due/").and_then(|r| r.split_once('/')) else {
+            let Some((bucket, _)) = k
+                .strip_prefix("due/")
+                .filter(|r| !r.starts_with("day/"))
+                .and_then(|r| r.split_once('/'))
+            else {
                 continue;
             };
             let Ok(bucket) = bucket.parse::<u64>() else {
@@ -143,6 +147,14 @@ impl World {
             let mark = mark
                 .as_ref()
                 .expect("a due mark exists once anything is filed");
+            let day: Option<DueDay> = read(&indexes::keys::due_day(
+                bucket / indexes::DUE_BUCKETS_PER_DAY,
+            ))
+            .map(|b| serde_json::from_slice(b).unwrap());
+            assert!(
+                day.is_some_and(|d| d.buckets.contains(&bucket)),
+                "due bucket {bucket} is not listed in its day"
+            );
             let shard: DueShard = serde_json::from_slice(v).expect("due shard");
             for (entry, due) in shard.entries {
                 assert!(bucket >= mark.bucket, "{entry} is filed behind the mark");

@@ -34,9 +34,10 @@ pub fn stock_alerts<K: KeyValueStore, C: Clock, I: IdGenerator>(
 }
 
 /// `POST /v1/admin/expire?after=<next>&limit=<1..1000>` (admin token) → 200 with
-/// `{"expired": […], "repaired": […], "next": cursor|null, "done": bool}`. Reads are exact
-/// without it; the sweep records expiries in the history and finishes reservations
-/// abandoned mid-change, `limit` due reservations per call.
+/// `{"expired": […], "repaired": […], "deleted": n, "next": cursor|null, "done": bool}`.
+/// Reads are exact without it; the sweep records expiries in the history, finishes
+/// reservations abandoned mid-change and deletes what has outlived its retention, `limit`
+/// due entries per call.
 pub fn expire_reservations<K: KeyValueStore, C: Clock, I: IdGenerator>(
     svc: &StockService<K, C, I>,
     req: &Request<Vec<u8>>,
