@@ -162,6 +162,16 @@ pub fn read<K: KeyValueStore, T: DeserializeOwned>(
     kv.get(key)?.map(|b| decode(key, &b)).transpose()
 }
 
+/// Reads and decodes one key through a compare-and-swap handle, whose read is exact on
+/// every store (a plain `get` on Spin's DynamoDB store may lag behind a write): for a
+/// reader that acts on a key being absent.
+pub fn read_exact<K: KeyValueStore, T: DeserializeOwned>(
+    kv: &K,
+    key: &str,
+) -> Result<Option<T>, EngineError> {
+    kv.cas(key)?.current()?.map(|b| decode(key, &b)).transpose()
+}
+
 /// The compare-and-swap loop, bound to the ports it needs.
 pub struct Engine<'a, K, C, I> {
     pub kv: &'a K,

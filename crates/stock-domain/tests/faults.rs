@@ -26,9 +26,11 @@ enum Op {
     CreateOut,
     /// Restocks the product `prepare` left out of stock: it leaves the alert set.
     Restock,
+    /// Records every reservation as expired, then, a month on, deletes them all.
+    Purge,
 }
 
-const OPS: [Op; 12] = [
+const OPS: [Op; 13] = [
     Op::Update,
     Op::Adjust,
     Op::ReserveOne,
@@ -41,6 +43,7 @@ const OPS: [Op; 12] = [
     Op::Sweep,
     Op::CreateOut,
     Op::Restock,
+    Op::Purge,
 ];
 
 /// The pending reservations `prepare` makes: one of two lines, one of one line (their
@@ -119,6 +122,14 @@ fn run(op: Op, svc: &Service, held: &Held, w: &World) -> Result<(), String> {
             .map_err(|e| e.to_string()),
         Op::Sweep => {
             w.clock.advance(1_000);
+            svc.expire_due(None, 100)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }
+        Op::Purge => {
+            w.clock.advance(16 * 60_000);
+            svc.expire_due(None, 100).map_err(|e| e.to_string())?;
+            w.clock.advance(31 * 24 * 60 * 60_000);
             svc.expire_due(None, 100)
                 .map(drop)
                 .map_err(|e| e.to_string())
@@ -234,6 +245,28 @@ fn assert_effect_once(op: Op, w: &World, held: &Held) {
             } else {
                 assert_eq!(svc.get_stock(&pid("z")).unwrap().on_hand, 5);
                 assert!(!low.contains(&"z"), "{low:?}");
+            }
+        }
+        Op::Purge => {
+            for id in [&held.many, &held.one] {
+                assert!(
+                    matches!(
+                        svc.get_reservation(id),
+                        Err(GetReservationError::NotFound(_))
+                    ),
+                    "{id} outlived its retention"
+                );
+            }
+            assert!(w.reservations().is_empty(), "{:?}", w.reservations());
+            for (p, n) in [("a", 2), ("b", 2)] {
+                let expired = svc
+                    .history(&pid(p), 0, 100)
+                    .unwrap()
+                    .entries
+                    .iter()
+                    .filter(|e| e.kind == EventKind::ReservationExpired)
+                    .count();
+                assert_eq!(expired, n, "expiries of {p} recorded once each");
             }
         }
         Op::Sweep => {

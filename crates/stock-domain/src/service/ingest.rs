@@ -517,7 +517,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         report: &mut super::ExpireReport,
     ) -> Result<(), EngineError> {
         let key = keys::cart(cart_id);
-        let Some(cart) = storage::read::<K, CartRecord>(&self.kv, &key)? else {
+        let Some(cart) = storage::read_exact::<K, CartRecord>(&self.kv, &key)? else {
             return Ok(());
         };
         if cart.order_id.is_none() && !cart.lines.is_empty() {

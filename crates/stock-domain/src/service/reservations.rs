@@ -689,7 +689,8 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
             let next_day = (day + 1) * indexes::DUE_BUCKETS_PER_DAY;
             budget.reads += 1;
             let day_key = indexes::keys::due_day(day);
-            let listed = storage::read::<K, DueDay>(&self.kv, &day_key)?;
+            // Exact reads: what they find absent is taken as empty, and deleted.
+            let listed = storage::read_exact::<K, DueDay>(&self.kv, &day_key)?;
             let buckets: Vec<u64> = listed
                 .as_ref()
                 .map(|d| d.buckets.range(bucket..next_day).copied().collect())
@@ -709,7 +710,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                     }
                     budget.reads += 1;
                     let key = indexes::keys::due(bucket, shard);
-                    if let Some(filed) = storage::read::<K, DueShard>(&self.kv, &key)? {
+                    if let Some(filed) = storage::read_exact::<K, DueShard>(&self.kv, &key)? {
                         let mut left = false;
                         let mut done = Vec::new();
                         for (entry, due) in &filed.entries {
@@ -860,7 +861,9 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
             budget.handled += 1;
             budget.reads += 1;
             // Absent: its request died before recording it, and its hold has lapsed.
-            let Some(record) = self.read_reservation(&rid)? else {
+            let Some(record) =
+                storage::read_exact::<K, ReservationRecord>(&self.kv, &keys::reservation(&rid))?
+            else {
                 continue;
             };
             // Reservations of several lines, and holds of another bucket, are filed on
@@ -932,7 +935,10 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         report: &mut ExpireReport,
     ) -> Result<bool, ExpireError> {
         // Filed before its record was written, by a request that then died or was refused.
-        let Some(record) = self.read_reservation(id)? else {
+        // (The sweep reads exactly what it acts on, deletions included.)
+        let Some(record) =
+            storage::read_exact::<K, ReservationRecord>(&self.kv, &keys::reservation(id))?
+        else {
             return Ok(true);
         };
         let lapsed = matches!(
