@@ -322,3 +322,46 @@ fn retention_is_configurable() {
         Err(GetReservationError::NotFound(_))
     ));
 }
+
+#[test]
+fn writes_alone_record_expiries_and_apply_retention() {
+    let w = World::new();
+    let svc = stock_domain::StockService::new(
+        w.kv.instance(Default::default()),
+        w.clock.clone(),
+        w.ids.clone(),
+        Config {
+            settled_retention_ms: HOUR,
+            sweep_every_writes: 4,
+            ..Config::default()
+        },
+    );
+    svc.update_stock(update("p", 1_000)).unwrap();
+    let mut first = reserve(&[("p", 1)]);
+    first.ttl_ms = Some(1_000);
+    let lapsing = svc.reserve(first).unwrap().reservation_id;
+    // Two hours of trade, one reserve and release a minute, and no call to the sweep.
+    for _ in 0..120 {
+        w.clock.advance(60_000);
+        let r = svc.reserve(reserve(&[("p", 1)])).unwrap().reservation_id;
+        svc.release(&r).unwrap();
+    }
+    let expired = w
+        .svc()
+        .history(&pid("p"), 0, 500)
+        .unwrap()
+        .entries
+        .iter()
+        .filter(|e| e.kind == EventKind::ReservationExpired)
+        .count();
+    assert_eq!(expired, 1);
+    assert!(matches!(
+        svc.get_reservation(&lapsing),
+        Err(GetReservationError::NotFound(_))
+    ));
+    let left = keys_with(&w, keys::RESERVATION_PREFIX).len();
+    assert!(
+        left < 70,
+        "{left} reservations kept after an hour's retention"
+    );
+}

@@ -8,6 +8,8 @@ use stock_domain::Config;
 pub const DEFAULT_TTL_SECONDS: u64 = 900;
 pub const MAX_TTL_SECONDS: u64 = 7200;
 const HOUR_MS: u64 = 60 * 60 * 1000;
+/// One write in this many runs a step of the expiry sweep (see `Config`).
+pub const DEFAULT_SWEEP_EVERY_WRITES: u32 = 100;
 
 /// Builds the domain configuration from `lookup`, which returns a variable's value or
 /// `None` when the component does not define it.
@@ -67,6 +69,12 @@ pub fn from_lookup(
             24 * HOUR_MS,
             defaults.settled_retention_ms,
         )?,
+        sweep_every_writes: match lookup("sweep_every_writes")? {
+            None => DEFAULT_SWEEP_EVERY_WRITES,
+            Some(raw) => raw.trim().parse::<u32>().map_err(|_| {
+                anyhow!("sweep_every_writes must be a whole number (0 turns it off)")
+            })?,
+        },
         ..defaults
     };
     config.retry.verify_writes = verify_writes;
@@ -105,6 +113,7 @@ mod tests {
         assert_eq!(c.idempotency_retention_ms, 24 * HOUR_MS);
         assert_eq!(c.inbound_retention_ms, 7 * 24 * HOUR_MS);
         assert_eq!(c.settled_retention_ms, 30 * 24 * HOUR_MS);
+        assert_eq!(c.sweep_every_writes, 100);
     }
 
     #[test]
@@ -116,6 +125,7 @@ mod tests {
             ("idempotency_retention_hours", "2"),
             ("inbound_event_retention_hours", "3"),
             ("settled_retention_days", "4"),
+            ("sweep_every_writes", "0"),
         ])
         .unwrap();
         assert_eq!(c.default_ttl_ms, 60_000);
@@ -124,6 +134,7 @@ mod tests {
         assert_eq!(c.idempotency_retention_ms, 2 * HOUR_MS);
         assert_eq!(c.inbound_retention_ms, 3 * HOUR_MS);
         assert_eq!(c.settled_retention_ms, 4 * 24 * HOUR_MS);
+        assert_eq!(c.sweep_every_writes, 0);
     }
 
     #[test]
@@ -142,6 +153,7 @@ mod tests {
             ("idempotency_retention_hours", "0"),
             ("inbound_event_retention_hours", "1.5"),
             ("settled_retention_days", "18446744073709551615"),
+            ("sweep_every_writes", "-1"),
         ] {
             assert!(config(&[(name, value)]).is_err(), "{name}={value}");
         }

@@ -200,6 +200,10 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
     /// Applies one cart or order event; applying the same event (same source and id)
     /// again changes nothing.
     pub fn ingest(&self, event: InboundEvent) -> Result<IngestOutcome, IngestError> {
+        self.then_sweep(self.ingest_now(event))
+    }
+
+    fn ingest_now(&self, event: InboundEvent) -> Result<IngestOutcome, IngestError> {
         if event.id.is_empty() || event.source.is_empty() {
             return Err(IngestError::MissingEventId);
         }

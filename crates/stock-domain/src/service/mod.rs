@@ -59,6 +59,11 @@ pub struct Config {
     /// How long a settled (released, committed, expired) reservation and an ordered or
     /// emptied cart are kept (ms): 30 days by default. History is kept for ever.
     pub settled_retention_ms: u64,
+    /// One successful write in this many (chosen at random) then runs one small step of
+    /// the expiry sweep, so that expiries are recorded and records deleted without any
+    /// scheduler; 0 never does. 0 here (embedders and tests call the sweep themselves);
+    /// the Spin components default to 100.
+    pub sweep_every_writes: u32,
 }
 
 impl Default for Config {
@@ -72,6 +77,7 @@ impl Default for Config {
             idempotency_retention_ms: 24 * HOUR_MS,
             inbound_retention_ms: 7 * 24 * HOUR_MS,
             settled_retention_ms: 30 * 24 * HOUR_MS,
+            sweep_every_writes: 0,
         }
     }
 }
@@ -126,6 +132,9 @@ fn released_event(reservation_id: &str, units: u64, reason: &str) -> NewEvent {
     e
 }
 
+/// Due entries a sweep step run by a write deals with at most.
+pub const WRITE_SWEEP_LIMIT: usize = 16;
+
 /// How many in-flight reservation lines one product write looks at, so that settling
 /// costs a bounded number of reads per request.
 const SETTLE_PER_WRITE: usize = 2;
@@ -161,6 +170,18 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
     /// an admin webhook; the history and the feed stay the reliable record.
     pub fn take_alerts(&self) -> Vec<HistoryEntry> {
         std::mem::take(&mut *self.alerts.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Passes a write's result through, first running, one time in
+    /// `sweep_every_writes`, one step of the expiry sweep of at most [`WRITE_SWEEP_LIMIT`]
+    /// entries. Best effort: the write has landed, and what the step leaves is done by a
+    /// later one.
+    fn then_sweep<T, E>(&self, result: Result<T, E>) -> Result<T, E> {
+        let every = u64::from(self.config.sweep_every_writes);
+        if result.is_ok() && every > 0 && storage::digest(&[&self.ids.new_id()]) % every == 0 {
+            self.expire_due(None, WRITE_SWEEP_LIMIT).ok();
+        }
+        result
     }
 
     fn engine(&self) -> Engine<'_, K, C, I> {

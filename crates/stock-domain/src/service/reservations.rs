@@ -309,6 +309,10 @@ fn expiry(now: u64, ttl_ms: u64) -> u64 {
 
 impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
     pub fn reserve(&self, cmd: Reserve) -> Result<ReservationView, ReserveError> {
+        self.then_sweep(self.reserve_now(cmd))
+    }
+
+    fn reserve_now(&self, cmd: Reserve) -> Result<ReservationView, ReserveError> {
         if cmd.lines.is_empty() {
             return Err(ReserveError::NoLines);
         }
@@ -500,6 +504,10 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
     }
 
     pub fn release(&self, id: &ReservationId) -> Result<ReservationView, ReleaseError> {
+        self.then_sweep(self.release_now(id))
+    }
+
+    fn release_now(&self, id: &ReservationId) -> Result<ReservationView, ReleaseError> {
         let current = self
             .read_reservation(id)?
             .ok_or_else(|| ReleaseError::NotFound(id.clone()))?;
@@ -540,6 +548,14 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
     }
 
     pub fn commit(
+        &self,
+        id: &ReservationId,
+        order_id: &OrderId,
+    ) -> Result<ReservationView, CommitError> {
+        self.then_sweep(self.commit_now(id, order_id))
+    }
+
+    fn commit_now(
         &self,
         id: &ReservationId,
         order_id: &OrderId,

@@ -293,6 +293,10 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
     }
 
     pub fn update_stock(&self, cmd: UpdateStock) -> Result<StockView, UpdateStockError> {
+        self.then_sweep(self.update_stock_now(cmd))
+    }
+
+    fn update_stock_now(&self, cmd: UpdateStock) -> Result<StockView, UpdateStockError> {
         let idem = cmd.idempotency_key.as_ref().map(|k| {
             let request = format!(
                 "{}|{}|{:?}",
@@ -337,6 +341,10 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
     }
 
     pub fn adjust_stock(&self, cmd: AdjustStock) -> Result<StockView, AdjustStockError> {
+        self.then_sweep(self.adjust_stock_now(cmd))
+    }
+
+    fn adjust_stock_now(&self, cmd: AdjustStock) -> Result<StockView, AdjustStockError> {
         if !cmd.reason.allows(cmd.adjustment) {
             return Err(AdjustStockError::ReasonMismatch {
                 reason: cmd.reason,
