@@ -118,7 +118,7 @@ impl NewEvent {
 /// What a product mutation wants to do in one attempt.
 pub(crate) enum Step<R> {
     Write {
-        record: ProductRecord,
+        record: Box<ProductRecord>,
         events: Vec<NewEvent>,
         result: R,
     },
@@ -178,7 +178,10 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
     /// later one.
     fn then_sweep<T, E>(&self, result: Result<T, E>) -> Result<T, E> {
         let every = u64::from(self.config.sweep_every_writes);
-        if result.is_ok() && every > 0 && storage::digest(&[&self.ids.new_id()]) % every == 0 {
+        if result.is_ok()
+            && every > 0
+            && storage::digest(&[&self.ids.new_id()]).is_multiple_of(every)
+        {
             self.expire_due(None, WRITE_SWEEP_LIMIT).ok();
         }
         result
@@ -265,7 +268,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                         record,
                         events,
                         result,
-                    } => (record, events, result),
+                    } => (*record, events, result),
                 };
                 record.prune(now);
                 self.settle(id, &mut record, &mut events, now)?;

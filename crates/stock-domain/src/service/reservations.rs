@@ -932,7 +932,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                 record.due.insert(bucket, (seq, to));
             }
             Ok(Step::Write {
-                record,
+                record: Box::new(record),
                 events: Vec::new(),
                 result: to < seq,
             })
@@ -1042,7 +1042,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                 let mut e = NewEvent::new(EventKind::ReservationExpired, line.quantity as i64);
                 e.reservation_id = Some(record.id.to_string());
                 Ok(Step::Write {
-                    record: current.clone(),
+                    record: Box::new(current.clone()),
                     events: vec![e],
                     result: (),
                 })
@@ -1193,7 +1193,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                 LineOutcome::Released
             };
             Ok(Step::Write {
-                record: next,
+                record: Box::new(next),
                 events,
                 result,
             })
@@ -1360,7 +1360,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                 },
             );
             Ok(Step::Write {
-                record: next,
+                record: Box::new(next),
                 events,
                 result: Placement::Placed {
                     allocations,
@@ -1515,7 +1515,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                 events.push(e);
             }
             Ok(Step::Write {
-                record: next,
+                record: Box::new(next),
                 events,
                 result: units_committed,
             })

@@ -332,7 +332,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                 event.warehouse_id = Some(cmd.warehouse_id.clone());
                 event.idempotency_key = raw_key.clone();
                 Ok(Step::Write {
-                    record,
+                    record: Box::new(record),
                     events: vec![event],
                     result: (),
                 })
@@ -387,7 +387,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                 event.reason = Some(cmd.reason.as_str().to_owned());
                 event.idempotency_key = raw_key.clone();
                 Ok(Step::Write {
-                    record,
+                    record: Box::new(record),
                     events: vec![event],
                     result: (),
                 })
