@@ -38,6 +38,15 @@ fn added(id: &str, cart_id: &str, product: &str, quantity: u64) -> InboundEvent 
     )
 }
 
+fn abandoned(id: &str, cart_id: &str) -> InboundEvent {
+    event(
+        id,
+        InboundKind::CartAbandoned {
+            cart_id: CartId::parse(cart_id).unwrap(),
+        },
+    )
+}
+
 fn keys_with(w: &World, prefix: &str) -> Vec<String> {
     w.kv.snapshot()
         .into_keys()
@@ -161,13 +170,7 @@ fn inbound_markers_are_kept_a_week_and_closed_carts_thirty_days() {
     ))
     .unwrap();
     svc.ingest(added("e3", "emptied", "p", 1)).unwrap();
-    svc.ingest(event(
-        "e4",
-        InboundKind::CartAbandoned {
-            cart_id: CartId::parse("emptied").unwrap(),
-        },
-    ))
-    .unwrap();
+    svc.ingest(abandoned("e4", "emptied")).unwrap();
     svc.ingest(added("e5", "open", "p", 1)).unwrap();
     assert_eq!(keys_with(&w, "idem/ingest/").len(), 5);
 
@@ -192,13 +195,7 @@ fn an_emptied_cart_that_gets_lines_again_is_kept() {
     stocked(&w, "p", 10);
     let svc = w.svc();
     svc.ingest(added("e1", "c", "p", 1)).unwrap();
-    svc.ingest(event(
-        "e2",
-        InboundKind::CartAbandoned {
-            cart_id: CartId::parse("c").unwrap(),
-        },
-    ))
-    .unwrap();
+    svc.ingest(abandoned("e2", "c")).unwrap();
     w.clock.advance(DAY);
     svc.ingest(added("e3", "c", "p", 1)).unwrap();
     sweep_every_minute_for(&w, 31 * DAY);
@@ -236,13 +233,8 @@ fn the_store_holds_products_and_history_whatever_the_business_done() {
         }
         svc.ingest(added(&format!("e-{hour}"), &format!("cart-{hour}"), "a", 1))
             .unwrap();
-        svc.ingest(event(
-            &format!("x-{hour}"),
-            InboundKind::CartAbandoned {
-                cart_id: CartId::parse(format!("cart-{hour}")).unwrap(),
-            },
-        ))
-        .unwrap();
+        svc.ingest(abandoned(&format!("x-{hour}"), &format!("cart-{hour}")))
+            .unwrap();
         sweep_every_minute_for(&w, HOUR);
         peak = peak.max(baseline(&w));
         hour += 1;
