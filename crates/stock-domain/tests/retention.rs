@@ -7,6 +7,7 @@ mod common;
 
 use common::*;
 use stock_domain::Config;
+use stock_domain::indexes::{self, DueDay, DueMark};
 use stock_domain::models::*;
 use stock_domain::service::*;
 use stock_domain::storage::keys;
@@ -237,6 +238,19 @@ fn the_store_holds_products_and_history_whatever_the_business_done() {
             .unwrap();
         sweep_every_minute_for(&w, HOUR);
         peak = peak.max(baseline(&w));
+        // The sweep reads the mark's day list: it lists only what lies ahead.
+        let snapshot = w.kv.snapshot();
+        let mark: DueMark = serde_json::from_slice(&snapshot[indexes::keys::DUE_MARK]).unwrap();
+        for (k, v) in snapshot.range("due/day/".to_owned()..) {
+            if !k.starts_with("due/day/") {
+                break;
+            }
+            let day: DueDay = serde_json::from_slice(v).unwrap();
+            assert!(
+                day.buckets.iter().all(|b| *b >= mark.bucket),
+                "{k} still lists minutes behind the mark"
+            );
+        }
         hour += 1;
     }
     // Then a quiet stretch longer than every retention.

@@ -343,6 +343,22 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         Ok(())
     }
 
+    /// Drops the buckets before `bucket` from its day's list (the mark has passed them:
+    /// their shards are deleted or about to be).
+    pub(crate) fn unlist_due_buckets_before(&self, bucket: u64) -> Result<(), EngineError> {
+        let key = indexes::keys::due_day(bucket / indexes::DUE_BUCKETS_PER_DAY);
+        self.engine()
+            .update(&key, &self.fresh_op(), |current: Option<&DueDay>, _| {
+                let Some(current) = current.filter(|d| d.buckets.first() < Some(&bucket)) else {
+                    return Ok::<_, EngineError>(Decision::Keep(()));
+                };
+                let mut next = current.clone();
+                next.buckets = next.buckets.split_off(&bucket);
+                Ok(Decision::Write(next, ()))
+            })?;
+        Ok(())
+    }
+
     /// Makes the mark at most `bucket` (creating it there if there is none).
     fn lower_due_mark(&self, bucket: u64) -> Result<(), EngineError> {
         self.engine().update(

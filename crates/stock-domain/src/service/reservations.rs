@@ -772,6 +772,9 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         let to = blocked.unwrap_or(reached).min(reached).min(first_open);
         if from_mark && to > mark.bucket {
             self.advance_due_mark(mark.bucket, to)?;
+            // The day list of the new mark keeps only what lies ahead, so that reading it
+            // costs what is still to come, not the whole day so far.
+            self.unlist_due_buckets_before(to)?;
         }
         report.done = stop.is_none();
         report.next = stop.map(|(bucket, shard)| {
