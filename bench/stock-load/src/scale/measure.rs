@@ -146,7 +146,7 @@ pub async fn measure(
     samples: Samples,
 ) -> anyhow::Result<Vec<EndpointLatency>> {
     let mut session = Session {
-        connection: Connection::new(HttpEndpoint::parse(target.base_url)?),
+        endpoint: HttpEndpoint::parse(target.base_url)?,
         rng: Rng::seeded(target.products),
         target,
         held: Vec::new(),
@@ -170,7 +170,7 @@ struct Cursors {
 }
 
 struct Session<'a> {
-    connection: Connection,
+    endpoint: HttpEndpoint,
     rng: Rng,
     target: &'a Target<'a>,
     /// Reservations made by the reserve samples, released or committed later.
@@ -200,20 +200,30 @@ impl Session<'_> {
         endpoint: Endpoint,
         count: usize,
     ) -> anyhow::Result<EndpointLatency> {
-        // Reserve makes the reservations that release and commit then settle.
+        // Reserve makes the reservations that release and commit then settle, warm-ups
+        // included.
         let count = match endpoint {
-            Endpoint::Reserve => 2 * count,
+            Endpoint::Reserve => 2 * (count + WARM_UP),
             _ => count,
         };
         let mut latencies = Vec::with_capacity(count);
         for i in 0..WARM_UP + count {
-            let probe = self.probe(endpoint);
-            let Some(probe) = probe else {
-                break;
+            let Some(probe) = self.probe(endpoint) else {
+                let failure = "no reservation left to settle (the reserve samples failed)";
+                return Ok(EndpointLatency::new(
+                    endpoint,
+                    latencies,
+                    Some(failure.to_owned()),
+                ));
             };
+            // A new connection per request: Spin's HTTP server does not set TCP_NODELAY
+            // and writes a response's head and body apart, so on a kept-alive connection
+            // the body waits for the client's delayed ACK (about 40 ms on Linux), which
+            // would hide what the request itself costs. Connecting on loopback is part of
+            // the sample.
+            let mut connection = Connection::new(self.endpoint.clone());
             let started = Instant::now();
-            let reply = self
-                .connection
+            let reply = connection
                 .send(Call {
                     method: probe.method.clone(),
                     path: &probe.path,

@@ -264,13 +264,15 @@ pub fn run(config: &ScaleConfig, mut progress: impl FnMut(&str)) -> anyhow::Resu
     config.validate()?;
     std::fs::create_dir_all(&config.work_dir)
         .with_context(|| format!("creating {}", config.work_dir.display()))?;
+    // Spin reads a relative store path from the runtime config file's directory.
+    let work_dir = std::path::absolute(&config.work_dir)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let endpoints = config.endpoints();
     let mut sizes = Vec::new();
     for &products in &config.products {
-        let dir = config.work_dir.join(format!("n{products}"));
+        let dir = work_dir.join(format!("n{products}"));
         if dir.exists() {
             std::fs::remove_dir_all(&dir)
                 .with_context(|| format!("removing the previous {}", dir.display()))?;
