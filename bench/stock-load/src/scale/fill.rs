@@ -3,6 +3,9 @@
 //! records, history, indexes and key formats the service writes over HTTP — only
 //! without HTTP and without a sync per write.
 //!
+//! The file is synced to disk before the fill reports, so that serving it starts from
+//! a clean page cache rather than with a gigabyte of unwritten pages.
+//!
 //! Time is simulated: the fill plays months of trading ending now, one
 //! [`STEP_MS`] per service call, and calls the expiry sweep once a simulated minute
 //! as a cron job would, so the due-reservation index is as a running service keeps it.
@@ -37,6 +40,11 @@ const INITIAL_UNITS: u64 = 1_000;
 const THRESHOLD: u64 = 10;
 /// On-hand a low product is set to in its last round.
 const LOW_UNITS: u64 = 5;
+/// Simulated quiet time after the last reservation, before the fill ends: longer than
+/// the default TTL plus the sweep's grace, so that every due entry the fill made has
+/// come due and the last sweep has dealt with it, whatever N (the expiry sweep then
+/// starts from the same steady state at every size).
+const QUIET_MS: u64 = 20 * 60_000;
 /// Store keys a settled reservation adds: its record and two history entries.
 const KEYS_PER_RESERVATION: u64 = 3;
 
@@ -216,7 +224,7 @@ pub fn fill(
     }
     let started = Instant::now();
     let kv = SqliteKv::open(path, store, FillOptions::FAST)?;
-    let begin = wall_ms().saturating_sub(plan.expected_calls() * STEP_MS);
+    let begin = wall_ms().saturating_sub(plan.expected_calls() * STEP_MS + QUIET_MS);
     let clock = FillClock::starting_at(begin);
     let mut config = Config::default();
     // The file is written by this one thread through a store that answers truthfully.
@@ -277,13 +285,24 @@ pub fn fill(
             }
         }
     }
-    // Up to now on the wall clock: the sweep catches up as the cron job would have.
+    // A quiet spell with the cron job running, then up to now on the wall clock.
+    let quiet_until = (clock.now_ms() + QUIET_MS).min(wall_ms());
+    while clock.now_ms() < quiet_until {
+        clock.sleep_ms(SWEEP_EVERY_MS);
+        filler.cron()?;
+    }
     clock.use_wall_clock();
     filler.sweep()?;
     kv.finish()?;
     let keys = kv.count_keys()?;
     drop(filler);
-    let file_bytes = std::fs::metadata(path)?.len();
+    drop(kv);
+    // The fill wrote without syncing: flush it now, or the first write Spin syncs, and
+    // the kernel's background writeback during the measurement, would pay for it.
+    let file = std::fs::File::open(path)?;
+    file.sync_all()
+        .with_context(|| format!("syncing {}", path.display()))?;
+    let file_bytes = file.metadata()?.len();
     Ok(FillReport {
         plan,
         reservations,
