@@ -139,23 +139,55 @@ struct Probe {
     expect: Expect,
 }
 
-/// Measures every endpoint of `endpoints`, in order, against `target`.
+/// Measures every endpoint of `endpoints`, in order, against every target at once:
+/// the samples of one endpoint alternate between the targets, round by round, so that
+/// whatever else the machine is doing meanwhile (disk syncs of other work, above all)
+/// weighs on every size alike. Returns each target's latencies, in `targets` order.
 pub async fn measure(
-    target: &Target<'_>,
+    targets: &[Target<'_>],
     endpoints: &[Endpoint],
     samples: Samples,
-) -> anyhow::Result<Vec<EndpointLatency>> {
-    let mut session = Session {
-        endpoint: HttpEndpoint::parse(target.base_url)?,
-        rng: Rng::seeded(target.products),
-        target,
-        held: Vec::new(),
-        cursors: Default::default(),
-        orders: 0,
-    };
-    let mut results = Vec::new();
+) -> anyhow::Result<Vec<Vec<EndpointLatency>>> {
+    let mut sessions = targets
+        .iter()
+        .map(|target| {
+            Ok(Session {
+                endpoint: HttpEndpoint::parse(target.base_url)?,
+                rng: Rng::seeded(target.products),
+                target,
+                held: Vec::new(),
+                cursors: Cursors::default(),
+                orders: 0,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut results = vec![Vec::new(); targets.len()];
     for &endpoint in endpoints {
-        results.push(session.sample(endpoint, samples.of(endpoint)).await?);
+        // Reserve makes the reservations that release and commit then settle, warm-ups
+        // included.
+        let count = match endpoint {
+            Endpoint::Reserve => 2 * (samples.of(endpoint) + WARM_UP),
+            other => samples.of(other),
+        };
+        let mut latencies = vec![Vec::with_capacity(count); sessions.len()];
+        let mut failures: Vec<Option<String>> = vec![None; sessions.len()];
+        for round in 0..WARM_UP + count {
+            for k in 0..sessions.len() {
+                // Each round starts with the next target, so none always goes first.
+                let i = (round + k) % sessions.len();
+                if failures[i].is_some() {
+                    continue;
+                }
+                match sessions[i].once(endpoint).await {
+                    Ok(us) if round >= WARM_UP => latencies[i].push(us),
+                    Ok(_) => {}
+                    Err(failure) => failures[i] = Some(failure),
+                }
+            }
+        }
+        for (i, (latencies, failure)) in latencies.into_iter().zip(failures).enumerate() {
+            results[i].push(EndpointLatency::new(endpoint, latencies, failure));
+        }
     }
     Ok(results)
 }
@@ -195,75 +227,45 @@ impl Session<'_> {
         }
     }
 
-    async fn sample(
-        &mut self,
-        endpoint: Endpoint,
-        count: usize,
-    ) -> anyhow::Result<EndpointLatency> {
-        // Reserve makes the reservations that release and commit then settle, warm-ups
-        // included.
-        let count = match endpoint {
-            Endpoint::Reserve => 2 * (count + WARM_UP),
-            _ => count,
+    /// Sends one request for `endpoint` and checks its answer; its latency in µs, or
+    /// what was wrong.
+    async fn once(&mut self, endpoint: Endpoint) -> Result<u64, String> {
+        let Some(probe) = self.probe(endpoint) else {
+            return Err("no reservation left to settle (the reserve samples failed)".into());
         };
-        let mut latencies = Vec::with_capacity(count);
-        for i in 0..WARM_UP + count {
-            let Some(probe) = self.probe(endpoint) else {
-                let failure = "no reservation left to settle (the reserve samples failed)";
-                return Ok(EndpointLatency::new(
-                    endpoint,
-                    latencies,
-                    Some(failure.to_owned()),
-                ));
-            };
-            // A new connection per request: Spin's HTTP server does not set TCP_NODELAY
-            // and writes a response's head and body apart, so on a kept-alive connection
-            // the body waits for the client's delayed ACK (about 40 ms on Linux), which
-            // would hide what the request itself costs. Connecting on loopback is part of
-            // the sample.
-            let mut connection = Connection::new(self.endpoint.clone());
-            let started = Instant::now();
-            let reply = connection
-                .send(Call {
-                    method: probe.method.clone(),
-                    path: &probe.path,
-                    token: probe.token.as_deref(),
-                    idempotency_key: None,
-                    body: probe.body.as_ref().map(|b| b.to_string().into_bytes()),
-                })
-                .await;
-            let elapsed = started.elapsed();
-            let reply = match reply {
-                Ok(reply) => reply,
-                Err(error) => {
-                    let failure = format!("{} {}: {error:#}", probe.method, probe.path);
-                    return Ok(EndpointLatency::new(endpoint, latencies, Some(failure)));
-                }
-            };
-            let body = reply.json().unwrap_or(Value::Null);
-            let verdict = if reply.status.as_u16() != probe.expect.status {
-                Err(format!(
-                    "status {} (expected {}): {}",
-                    reply.status.as_u16(),
-                    probe.expect.status,
-                    String::from_utf8_lossy(&reply.body)
-                        .chars()
-                        .take(300)
-                        .collect::<String>()
-                ))
-            } else {
-                (probe.expect.check)(&body, &probe.expect.subject)
-            };
-            if let Err(why) = verdict {
-                let failure = format!("{} {}: {why}", probe.method, probe.path);
-                return Ok(EndpointLatency::new(endpoint, latencies, Some(failure)));
-            }
-            self.follow(endpoint, &body);
-            if i >= WARM_UP {
-                latencies.push(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX));
-            }
+        // A new connection per request: Spin's HTTP server does not set TCP_NODELAY and
+        // writes a response's head and body apart, so on a kept-alive connection the body
+        // waits for the client's delayed ACK (about 40 ms on Linux), which would hide what
+        // the request itself costs. Connecting on loopback is part of the sample.
+        let mut connection = Connection::new(self.endpoint.clone());
+        let started = Instant::now();
+        let reply = connection
+            .send(Call {
+                method: probe.method.clone(),
+                path: &probe.path,
+                token: probe.token.as_deref(),
+                idempotency_key: None,
+                body: probe.body.as_ref().map(|b| b.to_string().into_bytes()),
+            })
+            .await;
+        let elapsed = started.elapsed();
+        let what = |why: String| format!("{} {}: {why}", probe.method, probe.path);
+        let reply = reply.map_err(|error| what(format!("{error:#}")))?;
+        let body = reply.json().unwrap_or(Value::Null);
+        if reply.status.as_u16() != probe.expect.status {
+            let text: String = String::from_utf8_lossy(&reply.body)
+                .chars()
+                .take(300)
+                .collect();
+            return Err(what(format!(
+                "status {} (expected {}): {text}",
+                reply.status.as_u16(),
+                probe.expect.status
+            )));
         }
-        Ok(EndpointLatency::new(endpoint, latencies, None))
+        (probe.expect.check)(&body, &probe.expect.subject).map_err(what)?;
+        self.follow(endpoint, &body);
+        Ok(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX))
     }
 
     /// Keeps what a successful answer hands to later samples.

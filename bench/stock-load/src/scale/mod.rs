@@ -2,9 +2,9 @@
 //!
 //! For each catalogue size N it [fills](fill) a Spin SQLite key-value file natively,
 //! through the domain crate (N products with H history entries each, P settled
-//! reservations), starts a real `spin up` whose store `default` is that file, and
-//! measures p50/p99 of every endpoint with sequential requests on random products
-//! ([`measure`]). The report is a table (rows: endpoints, columns: N) with each row's
+//! reservations), starts a real `spin up` whose store `default` is that file (one per
+//! N, all running at once), and measures p50/p99 of every endpoint with sequential
+//! requests on random products, alternating between the sizes ([`measure`]). The report is a table (rows: endpoints, columns: N) with each row's
 //! growth ratio between the largest and the smallest N. With `min_keys` the fill goes
 //! on until the file holds that many keys, and the event feed (which still lists every
 //! key) is left out.
@@ -101,8 +101,9 @@ pub fn method_note(store: &str) -> String {
         "Data written natively through the domain crate (stock_domain::StockService over \
          Spin's SQLite key-value schema and statements, simulated time, {STEP_MS} ms per \
          call, expiry sweep every simulated minute) into the SQLite file that `spin up` \
-         then serves as its `{store}` store; latencies measured over HTTP on real Spin, \
-         sequential requests, random products."
+         then serves as its `{store}` store; latencies measured over HTTP on real Spin (one \
+         `spin up` per size, all running), sequential requests on random products, one \
+         new connection each, alternating between the sizes."
     )
 }
 
@@ -226,7 +227,8 @@ impl ScaleReport {
     }
 }
 
-/// Each measured endpoint's p50 at the largest N over its p50 at the smallest.
+/// Each measured endpoint's p50 at the largest N over its p50 at the smallest (none
+/// with a single size).
 pub fn growth(sizes: &[SizeReport]) -> Vec<Growth> {
     let smallest = sizes.iter().min_by_key(|s| s.fill.plan.products);
     let largest = sizes.iter().max_by_key(|s| s.fill.plan.products);
@@ -253,12 +255,14 @@ pub fn growth(sizes: &[SizeReport]) -> Vec<Growth> {
             to_products: largest.fill.plan.products,
             p50_ratio: p50(largest, endpoint)
                 .zip(p50(smallest, endpoint))
+                .filter(|_| largest.fill.plan.products > smallest.fill.plan.products)
                 .map(|(large, small)| large / small),
         })
         .collect()
 }
 
-/// Runs the scale scenario: for each N, fill, serve on real Spin, measure; `progress`
+/// Runs the scale scenario: fills a store file for each N, serves each with its own
+/// real `spin up`, all at once, and measures them with alternating samples; `progress`
 /// gets a line now and then.
 pub fn run(config: &ScaleConfig, mut progress: impl FnMut(&str)) -> anyhow::Result<ScaleReport> {
     config.validate()?;
@@ -270,7 +274,7 @@ pub fn run(config: &ScaleConfig, mut progress: impl FnMut(&str)) -> anyhow::Resu
         .enable_all()
         .build()?;
     let endpoints = config.endpoints();
-    let mut sizes = Vec::new();
+    let mut fills = Vec::new();
     for &products in &config.products {
         let dir = work_dir.join(format!("n{products}"));
         if dir.exists() {
@@ -290,21 +294,39 @@ pub fn run(config: &ScaleConfig, mut progress: impl FnMut(&str)) -> anyhow::Resu
             progress(&format!("N={products}: {line}"));
         })?;
         progress(&format!(
-            "N={products}: {} keys in {:.1} s; starting spin up",
+            "N={products}: {} keys in {:.1} s",
             filled.keys, filled.fill_secs
         ));
-        let server = SpinServer::start(&config.spin, &config.store, &db, &dir)?;
-        let target = measure::Target {
+        fills.push((dir, db, filled));
+    }
+    // Every size is served at once, so that their samples can alternate.
+    let servers = fills
+        .iter()
+        .map(|(dir, db, filled)| {
+            progress(&format!("N={}: starting spin up", filled.plan.products));
+            SpinServer::start(&config.spin, &config.store, db, dir)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let targets: Vec<measure::Target> = servers
+        .iter()
+        .zip(&fills)
+        .map(|(server, (_, _, filled))| measure::Target {
             base_url: server.base_url(),
             admin_token: &config.spin.admin_token,
             service_token: &config.spin.service_token,
-            products,
-        };
-        let latencies = runtime.block_on(measure::measure(&target, &endpoints, config.samples))?;
-        drop(server);
+            products: filled.plan.products,
+        })
+        .collect();
+    progress("measuring, samples alternating between the sizes");
+    let latencies = runtime.block_on(measure::measure(&targets, &endpoints, config.samples))?;
+    drop(targets);
+    drop(servers);
+    let mut sizes = Vec::new();
+    for ((_, db, filled), latencies) in fills.into_iter().zip(latencies) {
         for e in &latencies {
             progress(&format!(
-                "N={products}: {} p50 {:.1} ms p99 {:.1} ms ({} samples){}",
+                "N={}: {} p50 {:.1} ms p99 {:.1} ms ({} samples){}",
+                filled.plan.products,
                 e.endpoint.label(),
                 e.p50_ms,
                 e.p99_ms,
@@ -398,6 +420,8 @@ mod tests {
         assert_eq!(growth[1].endpoint, Endpoint::Events);
         assert_eq!(growth[1].p50_ratio, None, "failed at the largest N");
         assert!(super::growth(&[]).is_empty());
+        let one = super::growth(&sizes[..1]);
+        assert_eq!(one[0].p50_ratio, None, "one size has no growth");
     }
 
     #[test]
