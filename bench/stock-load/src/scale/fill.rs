@@ -46,9 +46,9 @@ const LOW_UNITS: u64 = 5;
 /// starts from the same steady state at every size).
 const QUIET_MS: u64 = 20 * 60_000;
 /// Store keys a settled reservation adds at least, for planning: its record, and its
-/// two history entries once they leave the product record's outbox (measured: about
-/// 1.2 per reservation while a fill adds them, so planning with 1 overshoots a little
-/// instead of creeping up on the target).
+/// two history entries once they leave the product record's outbox, which happens in
+/// batches (measured: from about 1.2 to 3 per reservation, depending on how full the
+/// outboxes were), so planning with 1 may overshoot but never creeps up on the target.
 const KEYS_PER_RESERVATION: u64 = 1;
 
 /// What to write into a store file.
