@@ -6,9 +6,10 @@
 //! The file is synced to disk before the fill reports, so that serving it starts from
 //! a clean page cache rather than with a gigabyte of unwritten pages.
 //!
-//! Time is simulated: the fill plays months of trading ending now, one
-//! [`STEP_MS`] per service call, and calls the expiry sweep once a simulated minute
-//! as a cron job would, so the due-reservation index is as a running service keeps it.
+//! Time is simulated: the fill plays the trading that wrote the data, ending now, one
+//! [`STEP_MS`] per service call (100,000 products × 20 entries: about 2.5 days), with
+//! the expiry sweep called once a simulated minute as a cron job would, and a quiet
+//! spell at the end, so the due-reservation index is as a running service keeps it.
 
 use std::cell::Cell;
 use std::path::Path;
