@@ -9,6 +9,8 @@
 //! - [`run_cas`]: the bare single-CAS reference component (`bench/spin.toml`),
 //!   measured in the same run so that results read as ratios.
 //! - [`run`]: a scenario, then the reference for as long, and their ratio.
+//! - [`scale`]: request latency against stores of growing size, filled natively through
+//!   the domain crate ([`sqlite_kv`]) and served by a real `spin up`.
 //!
 //! Native only: on `wasm32` the crate is empty.
 #![cfg(not(target_arch = "wasm32"))]
@@ -16,7 +18,9 @@
 mod http;
 pub mod invariants;
 pub mod report;
+pub mod scale;
 mod scenario;
+pub mod sqlite_kv;
 pub mod stats;
 
 pub use report::{Outcomes, Ratio, Report, RunReport};

@@ -5,11 +5,15 @@
 //!            <flash-sale|spread> [--units N] [--concurrency C] [--products M]
 //!            [--duration-secs S] [--requests R] [--release-ratio F]
 //!            [--quantity Q] [--json PATH]
+//! stock-load scale [--products N,N,…] [--history H] [--reservations P]
+//!            [--min-keys K] [--samples S] [--events-samples S] [--expire-samples S]
+//!            [--spin PATH] [--manifest PATH] [--work-dir DIR] [--keep] [--json PATH]
 //! ```
 //!
 //! Tokens default to `STOCK_ADMIN_TOKEN` / `STOCK_SERVICE_TOKEN`. Prints a
 //! table on stdout, writes the JSON report to `--json`, and exits 0 when the
-//! invariants hold, 1 when they do not, 2 on a usage or set-up error.
+//! invariants hold (for `scale`: every answer was right), 1 when they do not,
+//! 2 on a usage or set-up error.
 
 #[cfg(not(target_arch = "wasm32"))]
 fn main() -> std::process::ExitCode {
@@ -26,6 +30,7 @@ mod cli {
     use std::time::Duration;
 
     use anyhow::{Context, bail};
+    use stock_load::scale::{self, Samples, ScaleConfig, SpinOptions};
     use stock_load::{Config, Scenario};
 
     const USAGE: &str = "\
@@ -48,9 +53,46 @@ usage: stock-load --base-url URL --admin-token T --service-token T [--cas-url UR
   --quantity      units per reservation (default 1)
   --json          also write the report as JSON to this file
 Tokens default to $STOCK_ADMIN_TOKEN and $STOCK_SERVICE_TOKEN.
-Exit status: 0 invariants hold, 1 invariants fail, 2 usage or set-up error.";
+Exit status: 0 invariants hold, 1 invariants fail, 2 usage or set-up error.
+
+usage: stock-load scale [--products N,N,…] [--history H] [--reservations P]
+                        [--min-keys K] [--samples S] [--events-samples S]
+                        [--expire-samples S] [--spin PATH] [--manifest PATH]
+                        [--work-dir DIR] [--keep] [--json PATH]
+
+  scale           for each catalogue size N (default 1000,10000,100000): fills a
+                  Spin SQLite key-value file natively through the domain crate
+                  with N products of --history H entries (default 20) and
+                  --reservations P settled reservations (default N), serves it
+                  with a real `spin up` (--spin, default `spin` on PATH;
+                  --manifest, default spin.toml, components already built), and
+                  measures p50/p99 of every endpoint: --samples (default 200)
+                  sequential requests each, --events-samples for the event feed
+                  (default: --samples), --expire-samples for the expiry sweep
+                  (default 20). Prints the table and each row's growth from the
+                  smallest to the largest N. Exits 1 if any answer is wrong.
+  --min-keys      go on adding settled reservations until the file holds K keys,
+                  and leave out the event feed (which still lists every key)
+  --work-dir      where the store files and Spin logs go (default
+                  target/stock-load-scale); --keep keeps the store files
+  Tokens: $STOCK_ADMIN_TOKEN / $STOCK_SERVICE_TOKEN or --admin-token /
+  --service-token, else fixed ones: this `spin up` is the tool's own.";
 
     /// A parsed command line.
+    #[derive(Debug)]
+    enum Command {
+        Load(Args),
+        Scale(ScaleArgs),
+    }
+
+    /// A parsed `scale` command line.
+    #[derive(Debug)]
+    struct ScaleArgs {
+        config: ScaleConfig,
+        json: Option<PathBuf>,
+    }
+
+    /// A parsed load-scenario command line.
     #[derive(Debug)]
     struct Args {
         scenario: Scenario,
@@ -71,7 +113,11 @@ Exit status: 0 invariants hold, 1 invariants fail, 2 usage or set-up error.";
                 return ExitCode::from(2);
             }
         };
-        match execute(&args) {
+        let outcome = match &args {
+            Command::Load(args) => execute(args),
+            Command::Scale(args) => execute_scale(args),
+        };
+        match outcome {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::from(1),
             Err(error) => {
@@ -101,9 +147,126 @@ Exit status: 0 invariants hold, 1 invariants fail, 2 usage or set-up error.";
         Ok(report.passed())
     }
 
+    /// Runs the scale scenario, prints and saves the report; true if every answer was right.
+    fn execute_scale(args: &ScaleArgs) -> anyhow::Result<bool> {
+        let report = scale::run(&args.config, |line| eprintln!("stock-load scale: {line}"))?;
+        print!("{}", report.render());
+        println!("\n{}", report.markdown());
+        if let Some(path) = &args.json {
+            let json = serde_json::to_string_pretty(&report)?;
+            std::fs::write(path, json + "\n")
+                .with_context(|| format!("writing {}", path.display()))?;
+            println!("JSON report: {}", path.display());
+        }
+        Ok(report.passed())
+    }
+
     /// Parses the arguments; `Ok(None)` for `--help`.
     fn parse(
         args: impl IntoIterator<Item = String>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<Option<Command>> {
+        let args: Vec<String> = args.into_iter().collect();
+        if args.iter().any(|a| a == "--help" || a == "-h") {
+            return Ok(None);
+        }
+        if subcommand(&args) == Some("scale") {
+            return parse_scale(args, env).map(|a| Some(Command::Scale(a)));
+        }
+        parse_load(args, env).map(|a| a.map(Command::Load))
+    }
+
+    /// The first argument that is neither an option nor an option's value.
+    fn subcommand(args: &[String]) -> Option<&str> {
+        let mut args = args.iter();
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--keep" => {}
+                option if option.starts_with("--") => {
+                    args.next();
+                }
+                positional => return Some(positional),
+            }
+        }
+        None
+    }
+
+    /// Parses `scale`'s arguments.
+    fn parse_scale(
+        args: Vec<String>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<ScaleArgs> {
+        let mut config = ScaleConfig {
+            products: vec![1_000, 10_000, 100_000],
+            history: 20,
+            reservations: None,
+            min_keys: None,
+            samples: Samples {
+                each: 200,
+                events: 200,
+                expire: 20,
+            },
+            spin: SpinOptions {
+                bin: PathBuf::from("spin"),
+                manifest: PathBuf::from("spin.toml"),
+                admin_token: env("STOCK_ADMIN_TOKEN").unwrap_or_else(|| "scale-admin".into()),
+                service_token: env("STOCK_SERVICE_TOKEN").unwrap_or_else(|| "scale-service".into()),
+            },
+            store: "default".into(),
+            work_dir: PathBuf::from("target/stock-load-scale"),
+            keep: false,
+        };
+        let mut json = None;
+        let mut events_samples = None;
+        let mut args = args.into_iter();
+        while let Some(option) = args.next() {
+            match option.as_str() {
+                "scale" => continue,
+                "--keep" => {
+                    config.keep = true;
+                    continue;
+                }
+                option if option.starts_with("--") => {}
+                other => bail!("unexpected argument {other:?}"),
+            }
+            let value = args
+                .next()
+                .with_context(|| format!("{option} needs a value"))?;
+            let context = || format!("{option} {value:?}");
+            match option.as_str() {
+                "--products" => {
+                    config.products = value
+                        .split(',')
+                        .map(|n| n.trim().replace('_', "").parse())
+                        .collect::<Result<_, _>>()
+                        .with_context(context)?;
+                }
+                "--history" => config.history = value.parse().with_context(context)?,
+                "--reservations" => {
+                    config.reservations = Some(value.parse().with_context(context)?);
+                }
+                "--min-keys" => config.min_keys = Some(value.parse().with_context(context)?),
+                "--samples" => config.samples.each = value.parse().with_context(context)?,
+                "--events-samples" => events_samples = Some(value.parse().with_context(context)?),
+                "--expire-samples" => {
+                    config.samples.expire = value.parse().with_context(context)?
+                }
+                "--spin" => config.spin.bin = PathBuf::from(value),
+                "--manifest" => config.spin.manifest = PathBuf::from(value),
+                "--work-dir" => config.work_dir = PathBuf::from(value),
+                "--admin-token" => config.spin.admin_token = value,
+                "--service-token" => config.spin.service_token = value,
+                "--json" => json = Some(PathBuf::from(value)),
+                other => bail!("unknown option {other} for scale"),
+            }
+        }
+        config.samples.events = events_samples.unwrap_or(config.samples.each);
+        Ok(ScaleArgs { config, json })
+    }
+
+    /// Parses a load scenario's arguments; `Ok(None)` for `--help`.
+    fn parse_load(
+        args: Vec<String>,
         env: impl Fn(&str) -> Option<String>,
     ) -> anyhow::Result<Option<Args>> {
         let mut scenario = None;
@@ -176,19 +339,29 @@ Exit status: 0 invariants hold, 1 invariants fail, 2 usage or set-up error.";
             None
         }
 
+        fn load(line: &str, env: impl Fn(&str) -> Option<String>) -> Args {
+            match parse(args(line), env).unwrap().unwrap() {
+                Command::Load(args) => args,
+                Command::Scale(scale) => panic!("not a load scenario: {scale:?}"),
+            }
+        }
+
+        fn scale(line: &str, env: impl Fn(&str) -> Option<String>) -> ScaleArgs {
+            match parse(args(line), env).unwrap().unwrap() {
+                Command::Scale(args) => args,
+                Command::Load(load) => panic!("not scale: {load:?}"),
+            }
+        }
+
         #[test]
         fn a_full_command_line_parses() {
-            let parsed = parse(
-                args(
-                    "--base-url http://127.0.0.1:9003 --admin-token a --service-token s \
-                     --cas-url http://127.0.0.1:9004/bench/cas flash-sale --units 2000 \
-                     --concurrency 32 --duration-secs 2.5 --requests 900 \
-                     --release-ratio 0.25 --quantity 2 --json out.json",
-                ),
+            let parsed = load(
+                "--base-url http://127.0.0.1:9003 --admin-token a --service-token s \
+                 --cas-url http://127.0.0.1:9004/bench/cas flash-sale --units 2000 \
+                 --concurrency 32 --duration-secs 2.5 --requests 900 \
+                 --release-ratio 0.25 --quantity 2 --json out.json",
                 no_env,
-            )
-            .unwrap()
-            .unwrap();
+            );
             assert_eq!(parsed.scenario, Scenario::FlashSale);
             let config = &parsed.config;
             assert_eq!(config.base_url, "http://127.0.0.1:9003");
@@ -213,9 +386,7 @@ Exit status: 0 invariants hold, 1 invariants fail, 2 usage or set-up error.";
         #[test]
         fn tokens_come_from_the_environment_and_defaults_per_scenario() {
             let env = |name: &str| Some(format!("env-{name}"));
-            let parsed = parse(args("spread --base-url http://h:1 --products 200"), env)
-                .unwrap()
-                .unwrap();
+            let parsed = load("spread --base-url http://h:1 --products 200", env);
             assert_eq!(parsed.scenario, Scenario::Spread);
             assert_eq!(parsed.config.admin_token, "env-STOCK_ADMIN_TOKEN");
             assert_eq!(parsed.config.service_token, "env-STOCK_SERVICE_TOKEN");
@@ -239,6 +410,91 @@ Exit status: 0 invariants hold, 1 invariants fail, 2 usage or set-up error.";
                 assert!(parse(args(line), no_env).is_err(), "{line}");
             }
             assert!(parse(args("--help"), no_env).unwrap().is_none());
+            assert!(parse(args("scale --help"), no_env).unwrap().is_none());
+        }
+
+        #[test]
+        fn scale_has_defaults_for_everything() {
+            let parsed = scale("scale", no_env);
+            let config = &parsed.config;
+            assert_eq!(config.products, [1_000, 10_000, 100_000]);
+            assert_eq!(
+                (config.history, config.reservations, config.min_keys),
+                (20, None, None)
+            );
+            assert_eq!(
+                (
+                    config.samples.each,
+                    config.samples.events,
+                    config.samples.expire
+                ),
+                (200, 200, 20)
+            );
+            assert_eq!(config.spin.bin, PathBuf::from("spin"));
+            assert_eq!(config.spin.manifest, PathBuf::from("spin.toml"));
+            assert_eq!(config.store, "default");
+            assert!(!config.keep && parsed.json.is_none());
+            assert_eq!(config.spin.admin_token, "scale-admin");
+            let from_env = scale("scale", |name: &str| Some(format!("env-{name}")));
+            assert_eq!(
+                from_env.config.spin.service_token,
+                "env-STOCK_SERVICE_TOKEN"
+            );
+        }
+
+        #[test]
+        fn a_full_scale_command_line_parses() {
+            let parsed = scale(
+                "--spin /opt/spin scale --products 1_000,10000 --history 5 --reservations 7 \
+                 --min-keys 2500000 --samples 50 --events-samples 9 --expire-samples 3 \
+                 --manifest app/spin.toml --work-dir /tmp/w --keep --admin-token a \
+                 --service-token s --json scale.json",
+                no_env,
+            );
+            let config = &parsed.config;
+            assert_eq!(config.products, [1_000, 10_000]);
+            assert_eq!((config.history, config.reservations), (5, Some(7)));
+            assert_eq!(config.min_keys, Some(2_500_000));
+            assert_eq!(
+                (
+                    config.samples.each,
+                    config.samples.events,
+                    config.samples.expire
+                ),
+                (50, 9, 3)
+            );
+            assert_eq!(config.spin.bin, PathBuf::from("/opt/spin"));
+            assert_eq!(config.spin.manifest, PathBuf::from("app/spin.toml"));
+            assert_eq!(config.work_dir, PathBuf::from("/tmp/w"));
+            assert!(config.keep);
+            assert_eq!(
+                (
+                    config.spin.admin_token.as_str(),
+                    config.spin.service_token.as_str()
+                ),
+                ("a", "s")
+            );
+            assert_eq!(parsed.json, Some(PathBuf::from("scale.json")));
+        }
+
+        #[test]
+        fn bad_scale_command_lines_are_refused() {
+            for line in [
+                "scale --products 1000,x",
+                "scale --products",
+                "scale --history -1",
+                "scale --units 5",
+                "scale extra",
+                "scale --min-keys many",
+            ] {
+                assert!(parse(args(line), no_env).is_err(), "{line}");
+            }
+            // A value that reads like the subcommand is still a value.
+            let parsed = load(
+                "flash-sale --base-url http://h:1 --admin-token scale --service-token s",
+                no_env,
+            );
+            assert_eq!(parsed.config.admin_token, "scale");
         }
     }
 }
