@@ -38,6 +38,8 @@ const SELECT_VALUE: &str = "SELECT value FROM spin_key_value WHERE store=$1 AND 
 const UPSERT: &str = "INSERT INTO spin_key_value (store, key, value) VALUES ($1, $2, $3)
                      ON CONFLICT(store, key) DO UPDATE SET value=$3";
 
+const DELETE: &str = "DELETE FROM spin_key_value WHERE store=$1 AND key=$2";
+
 const SELECT_KEYS: &str = "SELECT key FROM spin_key_value WHERE store=$1";
 
 const COMPARE_AND_UPDATE: &str = "UPDATE spin_key_value SET value=:new_value WHERE store=:name and key=:key and value=:old_value";
@@ -206,6 +208,19 @@ impl KeyValueStore for SqliteKv {
         Ok(())
     }
 
+    fn delete_many(&self, keys: &[String]) -> Result<(), KvError> {
+        let mut inner = self.inner.borrow_mut();
+        let connection = inner.call()?;
+        for key in keys {
+            connection
+                .prepare_cached(DELETE)
+                .map_err(store)?
+                .execute(params![self.name, key])
+                .map_err(store)?;
+        }
+        Ok(())
+    }
+
     fn list_keys(&self) -> Result<Vec<String>, KvError> {
         let mut inner = self.inner.borrow_mut();
         inner
@@ -360,6 +375,12 @@ mod tests {
         assert_eq!(kv.get("new").unwrap().as_deref(), Some(&b"mine"[..]));
         kv.cas("k").unwrap().swap(b"blind".to_vec()).unwrap();
         assert_eq!(kv.get("k").unwrap().as_deref(), Some(&b"blind"[..]));
+
+        // Deleting removes the keys named, absent ones included, and nothing else.
+        kv.delete_many(&["k".to_owned(), "never".to_owned()])
+            .unwrap();
+        assert_eq!(kv.get("k").unwrap(), None);
+        assert_eq!(kv.get("new").unwrap().as_deref(), Some(&b"mine"[..]));
     }
 
     #[test]
