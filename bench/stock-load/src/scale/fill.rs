@@ -34,8 +34,11 @@ const SWEEP_EVERY_MS: u64 = 60_000;
 const SWEEP_LIMIT: usize = 1_000;
 /// Sweep calls in a row before the fill gives up on reaching `done`.
 const MAX_SWEEP_CALLS: usize = 100_000;
-/// One product in this many is left at or below its low-stock threshold.
-pub const LOW_EVERY: usize = 50;
+/// One product in this many among the first [`LOW_SPAN`] is left at or below its
+/// low-stock threshold: 200 low products at every size from 1,000 on, so the alerts row
+/// compares pages of the same content and only the store's size differs.
+pub const LOW_EVERY: usize = 5;
+pub const LOW_SPAN: usize = 1_000;
 /// Units a product starts with, and its low-stock threshold.
 const INITIAL_UNITS: u64 = 1_000;
 const THRESHOLD: u64 = 10;
@@ -92,7 +95,7 @@ pub fn product_id(index: usize) -> String {
 
 /// Whether product `index` is left at or below its threshold.
 pub fn is_low(index: usize) -> bool {
-    index.is_multiple_of(LOW_EVERY)
+    index < LOW_SPAN && index.is_multiple_of(LOW_EVERY)
 }
 
 /// What a fill wrote.
