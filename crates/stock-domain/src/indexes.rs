@@ -22,11 +22,13 @@
 //!   in buckets [`DUE_BUCKET_MS`] wide, split in [`DUE_SHARDS`] shards by hash of the
 //!   entry; `due/mark` is the first bucket that may still hold entries. An entry is a
 //!   [`Due`]:
-//!   - a *product* whose one-line reservations lapse in the bucket. A reserve's product
-//!     write records the span of the product's history that holds its `StockReserved`
-//!     entries by expiry bucket (`ProductRecord::due`), in the same write, so a
-//!     reservation costs no write of its own here: the product is filed once per bucket,
-//!     by the first reserve whose hold lapses in it;
+//!   - a *product* with one-line reservations whose holds lapse from the bucket on. A
+//!     reserve's product write records the span of the product's history that holds its
+//!     `StockReserved` entries by expiry bucket (`ProductRecord::due`), in the same write,
+//!     so a reservation costs no write of its own here. The product is filed only when its
+//!     earliest span changes: by a reserve when it had none (or lapses earlier than all
+//!     it has), and by the sweep as it drops the earliest (at the next, from now at the
+//!     earliest). A product that keeps trading is filed by the sweep, never by a reserve;
 //!   - a *reservation* of several lines, shortly after each change of state (so one
 //!     abandoned mid-change is finished) and at its expiry; and any settled reservation,
 //!     at the end of its retention, to be deleted;

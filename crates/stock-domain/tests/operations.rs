@@ -689,6 +689,88 @@ fn the_sweep_records_each_expiry_once() {
     w.check_settled();
 }
 
+/// The due buckets in which `product` is filed for the sweep.
+fn filed_buckets(w: &World, product: &str) -> Vec<u64> {
+    let entry = stock_domain::indexes::Due::Product(pid(product)).encode();
+    w.kv.snapshot()
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let (bucket, _) = k.strip_prefix("due/")?.split_once('/')?;
+            let bucket = bucket.parse().ok()?;
+            let shard: stock_domain::indexes::DueShard = serde_json::from_slice(&v).ok()?;
+            shard.entries.contains_key(&entry).then_some(bucket)
+        })
+        .collect()
+}
+
+#[test]
+fn a_product_that_keeps_trading_is_filed_by_its_first_reserve_then_by_the_sweep() {
+    let mut w = World::new();
+    stocked(&w, "p", 10);
+    let minute = stock_domain::indexes::DUE_BUCKET_MS;
+    let bucket = |at: u64| stock_domain::indexes::due_bucket(at);
+    let reserve_for_a_minute = |w: &World| {
+        let mut cmd = reserve(&[("p", 1)]);
+        cmd.ttl_ms = Some(minute);
+        w.svc().reserve(cmd).unwrap().reservation_id
+    };
+    let first = reserve_for_a_minute(&w);
+    let first_lapses = bucket(w.now() + minute);
+    assert_eq!(filed_buckets(&w, "p"), vec![first_lapses]);
+    w.clock.advance(minute);
+    // The product is filed already, from an earlier bucket: this reserve files nothing.
+    let second = reserve_for_a_minute(&w);
+    let second_lapses = bucket(w.now() + minute);
+    assert_ne!(first_lapses, second_lapses);
+    assert_eq!(filed_buckets(&w, "p"), vec![first_lapses]);
+    w.check();
+    w.clock.advance(minute / 2);
+    let expired: Vec<_> = w.sweep().into_iter().flat_map(|p| p.expired).collect();
+    assert_eq!(expired, vec![first]);
+    // Done with the first span, the sweep filed the product at the next.
+    assert_eq!(filed_buckets(&w, "p"), vec![second_lapses]);
+    w.check();
+    w.clock.advance(minute);
+    let expired: Vec<_> = w.sweep().into_iter().flat_map(|p| p.expired).collect();
+    assert_eq!(expired, vec![second]);
+    assert!(filed_buckets(&w, "p").is_empty());
+    w.check_settled();
+}
+
+#[test]
+fn a_sweep_that_was_behind_records_every_lapsed_span_of_a_product_in_one_call() {
+    let mut w = World::new();
+    stocked(&w, "p", 10);
+    let minute = stock_domain::indexes::DUE_BUCKET_MS;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let mut cmd = reserve(&[("p", 1)]);
+        cmd.ttl_ms = Some(minute);
+        ids.push(w.svc().reserve(cmd).unwrap().reservation_id);
+        w.clock.advance(minute);
+    }
+    // One more, still held when the sweep comes.
+    let mut held = reserve(&[("p", 1)]);
+    held.ttl_ms = Some(10 * minute);
+    let held = w.svc().reserve(held).unwrap().reservation_id;
+    w.clock.advance(5 * minute);
+    let report = w.svc().expire_due(None, 100).unwrap();
+    let mut expired = report.expired.clone();
+    expired.sort();
+    ids.sort();
+    assert_eq!(expired, ids, "{report:?}");
+    w.check();
+    assert_eq!(
+        w.svc().get_reservation(&held).unwrap().status,
+        ReservationStatus::Pending
+    );
+    w.clock.advance(10 * minute);
+    let expired: Vec<_> = w.sweep().into_iter().flat_map(|p| p.expired).collect();
+    assert_eq!(expired, vec![held]);
+    assert!(filed_buckets(&w, "p").is_empty());
+    w.check_settled();
+}
+
 // ---- History and alerts ----
 
 #[test]

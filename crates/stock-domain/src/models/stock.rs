@@ -165,6 +165,7 @@ pub struct ProductRecord {
     /// For each due bucket (see `indexes`) in which one-line reservations of this product
     /// lapse: the first and last history sequence numbers among their `StockReserved`
     /// entries. The sweep reads that span to find them, and drops the bucket once done.
+    /// The product is filed in the due work from its earliest bucket (see `indexes`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub due: BTreeMap<u64, (u64, u64)>,
     /// The token of this product's entry in the alert set, set while the product may be

@@ -310,13 +310,6 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                         let bucket = indexes::due_bucket(lapses_at);
                         let span = record.due.entry(bucket).or_insert((record.seq, record.seq));
                         span.1 = record.seq;
-                        let known = current.is_some_and(|c| c.due.contains_key(&bucket));
-                        if !known && filed.insert(bucket) {
-                            // Due from the bucket's start: the sweep takes its holds as
-                            // they lapse, in the order they were placed.
-                            let start = bucket * indexes::DUE_BUCKET_MS;
-                            self.due_add(&Due::Product(id.clone()), start)?;
-                        }
                     }
                     let entry = HistoryEntry {
                         seq: record.seq,
@@ -337,6 +330,19 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                         alerts.push(entry.clone());
                     }
                     record.outbox.push_back(entry);
+                }
+                // The product is filed where its earliest due bucket starts, and only
+                // when that bucket changes: a first reserve, an earlier expiry, or the
+                // sweep done with the earliest (it files the next as it drops it). A
+                // product that keeps trading is filed by the sweep, never by a reserve.
+                // Never before now, where the sweep may have passed already.
+                let earliest = record.due.keys().next().copied();
+                if let Some(bucket) = earliest
+                    && earliest != current.and_then(|c| c.due.keys().next().copied())
+                    && filed.insert(bucket)
+                {
+                    let due = (bucket * indexes::DUE_BUCKET_MS).max(now);
+                    self.due_add(&Due::Product(id.clone()), due)?;
                 }
                 // Entries leaving the outbox are written out before the swap, so an
                 // entry is always either in the record or under its own key. Only

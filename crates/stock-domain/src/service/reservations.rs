@@ -40,9 +40,9 @@ use super::stock::engine_errors;
 use super::{NewEvent, Step, StockService};
 use crate::indexes::{self, Cursor, Due, DueDay, DueMark, DueShard};
 use crate::models::{
-    Allocation, EventKind, IdempotencyKey, InflightLine, LineEffect, OrderId, ProductId, Quantity,
-    ReservationId, ReservationLine, ReservationRecord, ReservationState, ReservationView, Shortage,
-    WarehouseId, WarehouseStock,
+    Allocation, EventKind, IdempotencyKey, InflightLine, LineEffect, OrderId, ProductId,
+    ProductRecord, Quantity, ReservationId, ReservationLine, ReservationRecord, ReservationState,
+    ReservationView, Shortage, WarehouseId, WarehouseStock,
 };
 use crate::ports::{Clock, IdGenerator, KeyValueStore};
 use crate::storage::{self, Decision, EngineError, Outcome, keys};
@@ -844,9 +844,11 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         (settled_at + retention).max(now + 1)
     }
 
-    /// The one-line reservations of `product` that lapse in `bucket`, read from the span of
-    /// its history that the product record names, up to the first whose hold has not
-    /// lapsed yet; returns whether the span is done.
+    /// The one-line reservations of `product` that have lapsed, span after span (one per
+    /// due bucket), each read from the part of its history that the product record
+    /// names, up to the first whose hold has not lapsed yet; returns whether the product
+    /// has no span left up to `bucket`, where it is filed (dropping a span files the
+    /// product at the next, in `write_product`, so its later spans need no entry here).
     fn sweep_product(
         &self,
         id: &ProductId,
@@ -855,12 +857,36 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         budget: &mut Budget,
         report: &mut ExpireReport,
     ) -> Result<bool, ExpireError> {
+        loop {
+            let swept = self.sweep_span(id, bucket, now, budget, report)?;
+            if !swept.go_on || budget.spent() {
+                return Ok(swept.settled);
+            }
+        }
+    }
+
+    /// One step of [`Self::sweep_product`]: the earliest span up to `bucket`.
+    fn sweep_span(
+        &self,
+        id: &ProductId,
+        bucket: u64,
+        now: u64,
+        budget: &mut Budget,
+        report: &mut ExpireReport,
+    ) -> Result<Swept, ExpireError> {
+        let gone = Swept {
+            settled: true,
+            go_on: false,
+        };
         budget.reads += 1;
         let Some(product) = self.read_product(id)? else {
-            return Ok(true);
+            return Ok(gone);
         };
-        let Some(&(first, last)) = product.due.get(&bucket) else {
-            return Ok(true);
+        // Every span that may have lapsed by now, not only up to `bucket`: a product filed
+        // late (by a sweep that was behind) is filed after the spans it has to catch up.
+        let Some((&span, &(first, last))) = product.due.range(..=indexes::due_bucket(now)).next()
+        else {
+            return Ok(gone);
         };
         let retention = self.config.settled_retention_ms;
         let mut seq = first;
@@ -887,7 +913,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
             };
             // Reservations of several lines, and holds of another bucket, are filed on
             // their own.
-            if record.lines.len() > 1 || indexes::due_bucket(record.expires_at) != bucket {
+            if record.lines.len() > 1 || indexes::due_bucket(record.expires_at) != span {
                 continue;
             }
             let settled_at = if record.state.is_final() {
@@ -916,33 +942,50 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         // span meanwhile keeps it).
         let op = format!(
             "s{:016x}",
-            storage::digest(&["sweep", id.as_str(), &bucket.to_string(), &seq.to_string()])
+            storage::digest(&["sweep", id.as_str(), &span.to_string(), &seq.to_string()])
         );
         let outcome = self.write_product(id, &op, |current, _| {
             let Some(current) = current else {
-                return Ok::<_, ExpireError>(Step::Keep(true));
+                return Ok::<_, ExpireError>(Step::Keep(gone));
             };
-            let Some(&(from, to)) = current.due.get(&bucket) else {
-                return Ok(Step::Keep(true));
+            let Some(&(from, to)) = current.due.get(&span) else {
+                return Ok(Step::Keep(Swept::after(current, bucket, now)));
             };
             if from >= seq {
-                return Ok(Step::Keep(false));
+                return Ok(Step::Keep(Swept {
+                    settled: false,
+                    go_on: false,
+                }));
             }
             let mut record = current.clone();
             if to < seq {
-                record.due.remove(&bucket);
+                record.due.remove(&span);
             } else {
-                record.due.insert(bucket, (seq, to));
+                record.due.insert(span, (seq, to));
             }
+            let result = if to < seq {
+                Swept::after(&record, bucket, now)
+            } else {
+                Swept {
+                    settled: false,
+                    go_on: false,
+                }
+            };
             Ok(Step::Write {
                 record: Box::new(record),
                 events: Vec::new(),
-                result: to < seq,
+                result,
             })
         })?;
         Ok(match outcome {
             Outcome::Written { result, .. } | Outcome::Kept(result) => result,
-            Outcome::AlreadyApplied(record) => !record.due.contains_key(&bucket),
+            Outcome::AlreadyApplied(record) if !record.due.contains_key(&span) => {
+                Swept::after(&record, bucket, now)
+            }
+            Outcome::AlreadyApplied(_) => Swept {
+                settled: false,
+                go_on: false,
+            },
         })
     }
 
@@ -1527,6 +1570,30 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
             Outcome::Written { result, .. } | Outcome::Kept(result) => result,
             Outcome::AlreadyApplied(_) => return Err(EngineError::Unaccounted { key, op }),
         })
+    }
+}
+
+/// What one step of the sweep over a product's spans left.
+#[derive(Debug, Clone, Copy)]
+struct Swept {
+    /// No span is left up to the bucket where the product is filed, so its entry there
+    /// can go (a later span was filed when it became the earliest).
+    settled: bool,
+    /// The span looked at is done and another may have lapsed: the next step looks.
+    go_on: bool,
+}
+
+impl Swept {
+    /// After the span looked at is done, as `product` now stands.
+    fn after(product: &ProductRecord, bucket: u64, now: u64) -> Self {
+        Self {
+            settled: product.due.range(..=bucket).next().is_none(),
+            go_on: product
+                .due
+                .range(..=indexes::due_bucket(now))
+                .next()
+                .is_some(),
+        }
     }
 }
 

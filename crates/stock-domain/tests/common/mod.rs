@@ -163,8 +163,24 @@ impl World {
         }
         let is_filed = |due: &Due| filed.contains_key(&due.encode());
         let products: BTreeMap<ProductId, ProductRecord> = self.products().into_iter().collect();
+        // A product with due spans is filed from its earliest on (where that starts, or
+        // when a sweep that was behind dropped the one before), so the sweep reaches it
+        // by then and goes from span to span.
+        let now_bucket = indexes::due_bucket(now);
+        for (id, record) in &products {
+            let Some(&earliest) = record.due.keys().next() else {
+                continue;
+            };
+            let at = filed.get(&Due::Product(id.clone()).encode());
+            assert!(
+                at.is_some_and(|at| at
+                    .iter()
+                    .any(|(b, _)| (earliest..=earliest.max(now_bucket)).contains(b))),
+                "{id} has due spans from bucket {earliest} on but is filed at {at:?}"
+            );
+        }
         // A one-line reservation is reachable through its product while the product names
-        // the bucket of its expiry and is filed there.
+        // the bucket of its expiry (and so is filed, as above).
         let through_product = |r: &ReservationRecord| {
             let line = &r.lines[0];
             let bucket = indexes::due_bucket(r.expires_at);
@@ -172,9 +188,6 @@ impl World {
                 && products
                     .get(&line.product_id)
                     .is_some_and(|p| p.due.contains_key(&bucket))
-                && filed
-                    .get(&Due::Product(line.product_id.clone()).encode())
-                    .is_some_and(|at| at.iter().any(|(b, _)| *b == bucket))
         };
         for r in self.reservations() {
             let own = filed.get(&Due::Reservation(r.id.clone()).encode());
