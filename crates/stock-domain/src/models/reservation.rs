@@ -175,3 +175,28 @@ pub struct ReservationView {
     pub order_id: Option<OrderId>,
     pub lines: Vec<ReservationLine>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_of_a_pending_reservation_turns_expired_at_its_expiry() {
+        let r = ReservationRecord {
+            id: ReservationId::parse("r").unwrap(),
+            state: ReservationState::Pending,
+            lines: vec![],
+            created_at: 0,
+            updated_at: 0,
+            expires_at: 1_000,
+            order_id: None,
+            fingerprint: None,
+            idempotency_key: None,
+            shortage: None,
+            version: 1,
+            ops: Default::default(),
+        };
+        assert_eq!(r.status(999), ReservationStatus::Pending);
+        assert_eq!(r.status(1_000), ReservationStatus::Expired);
+    }
+}
