@@ -53,10 +53,13 @@ mod reserve;
 pub(crate) use allocation::unhold;
 
 use super::stock::engine_errors;
+use super::{Step, StockService};
 use crate::models::{
-    Allocation, IdempotencyKey, OrderId, ProductId, Quantity, ReservationId, Shortage, WarehouseId,
+    Allocation, IdempotencyKey, OrderId, ProductId, ProductRecord, Quantity, ReservationId,
+    Shortage, WarehouseId,
 };
-use crate::storage::EngineError;
+use crate::ports::{Clock, IdGenerator, KeyValueStore};
+use crate::storage::{EngineError, Outcome, keys};
 
 /// A reservation left in a transitional state this long is presumed abandoned by its
 /// request and finished by whoever reads it next.
@@ -206,4 +209,25 @@ enum LineOutcome {
     Lapsed,
     /// The reservation record is no longer pending: answer from it.
     Recorded,
+}
+
+impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
+    /// A product step of a reservation line, under a fresh operation id that `decide`
+    /// gets to record in the line's in-flight entry. No record holds that id before this
+    /// call writes it, so finding it applied already is a write this call has no account
+    /// of.
+    fn fresh_product_step<R>(
+        &self,
+        id: &ProductId,
+        mut decide: impl FnMut(Option<&ProductRecord>, u64, &str) -> Result<Step<R>, EngineError>,
+    ) -> Result<R, EngineError> {
+        let op = self.fresh_op();
+        match self.write_product(id, &op, |current, now| decide(current, now, &op))? {
+            Outcome::Written { result, .. } | Outcome::Kept(result) => Ok(result),
+            Outcome::AlreadyApplied(_) => Err(EngineError::Unaccounted {
+                key: keys::product(id),
+                op,
+            }),
+        }
+    }
 }

@@ -122,11 +122,9 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         line: &ReservationLine,
     ) -> Result<Placement, EngineError> {
         let rid = record.id.as_str();
-        let op = self.fresh_op();
-        let key = keys::product(&line.product_id);
-        let outcome = self.write_product(&line.product_id, &op, |current, now| {
+        self.fresh_product_step(&line.product_id, |current, now, op| {
             let Some(current) = current else {
-                return Ok::<_, EngineError>(Step::Keep(Placement::Short(Shortage {
+                return Ok(Step::Keep(Placement::Short(Shortage {
                     product_id: line.product_id.clone(),
                     requested: line.quantity,
                     available: 0,
@@ -183,7 +181,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                     allocations: allocations.clone(),
                     expires_at: record.expires_at,
                     since: now,
-                    op: op.clone(),
+                    op: op.to_owned(),
                     committed: None,
                     order_id: None,
                 },
@@ -193,14 +191,10 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                 events,
                 result: Placement::Placed {
                     allocations,
-                    op: op.clone(),
+                    op: op.to_owned(),
                     expires_at: record.expires_at,
                 },
             })
-        })?;
-        Ok(match outcome {
-            Outcome::Written { result, .. } | Outcome::Kept(result) => result,
-            Outcome::AlreadyApplied(_) => return Err(EngineError::Unaccounted { key, op }),
         })
     }
 
@@ -241,11 +235,9 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         target: LineEffect,
     ) -> Result<u64, EngineError> {
         let rid = record.id.as_str();
-        let op = self.fresh_op();
-        let key = keys::product(&line.product_id);
-        let outcome = self.write_product(&line.product_id, &op, |current, now| {
+        self.fresh_product_step(&line.product_id, |current, now, op| {
             let Some(current) = current else {
-                return Ok::<_, EngineError>(Step::Keep(0));
+                return Ok(Step::Keep(0));
             };
             let entry = current.inflight.get(rid);
             if let Some(e) = entry
@@ -320,7 +312,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                     allocations: Vec::new(),
                     expires_at: record.expires_at,
                     since: now,
-                    op: op.clone(),
+                    op: op.to_owned(),
                     committed: (target == LineEffect::Committed).then_some(units_committed),
                     order_id: record.order_id.clone(),
                 },
@@ -348,10 +340,6 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                 events,
                 result: units_committed,
             })
-        })?;
-        Ok(match outcome {
-            Outcome::Written { result, .. } | Outcome::Kept(result) => result,
-            Outcome::AlreadyApplied(_) => return Err(EngineError::Unaccounted { key, op }),
         })
     }
 }

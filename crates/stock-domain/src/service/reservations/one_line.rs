@@ -11,7 +11,7 @@ use crate::models::{
 };
 use crate::ports::{Clock, IdGenerator, KeyValueStore};
 use crate::service::{NewEvent, Step, StockService};
-use crate::storage::{self, EngineError, Outcome, keys};
+use crate::storage::{self, EngineError, keys};
 
 impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
     /// A one-line reservation has a single product step, so that step's
@@ -114,11 +114,9 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
     ) -> Result<LineOutcome, EngineError> {
         let line = &record.lines[0];
         let rid = record.id.as_str();
-        let op = self.fresh_op();
-        let key = keys::product(&line.product_id);
-        let outcome = self.write_product(&line.product_id, &op, |current, now| {
+        self.fresh_product_step(&line.product_id, |current, now, op| {
             let Some(current) = current else {
-                return Ok::<_, EngineError>(Step::Keep(LineOutcome::Lapsed));
+                return Ok(Step::Keep(LineOutcome::Lapsed));
             };
             let entry = current.inflight.get(rid);
             match entry {
@@ -178,7 +176,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                     allocations: Vec::new(),
                     expires_at: record.expires_at,
                     since: now,
-                    op: op.clone(),
+                    op: op.to_owned(),
                     committed: (target == LineEffect::Committed).then_some(units),
                     order_id: order_id.cloned(),
                 },
@@ -206,10 +204,6 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                 events,
                 result,
             })
-        })?;
-        Ok(match outcome {
-            Outcome::Written { result, .. } | Outcome::Kept(result) => result,
-            Outcome::AlreadyApplied(_) => return Err(EngineError::Unaccounted { key, op }),
         })
     }
 }
