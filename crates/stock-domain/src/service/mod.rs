@@ -125,10 +125,10 @@ pub(crate) enum Step<R> {
     Keep(R),
 }
 
-fn released_event(reservation_id: &str, units: u64, reason: &str) -> NewEvent {
+fn released_event(reservation_id: &str, units: u64, reason: Option<&str>) -> NewEvent {
     let mut e = NewEvent::new(EventKind::StockReleased, units as i64);
     e.reservation_id = Some(reservation_id.to_owned());
-    e.reason = Some(reason.to_owned());
+    e.reason = reason.map(str::to_owned);
     e
 }
 
@@ -476,7 +476,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                     let line = record.inflight.get_mut(&rid).expect("present");
                     let released = reservations::unhold(&mut record.warehouses, line, now);
                     line.effect = LineEffect::Released;
-                    events.push(released_event(&rid, released, "reservation released"));
+                    events.push(released_event(&rid, released, Some("reservation released")));
                 }
                 // A hold the reservation does not record (a racing duplicate placement, or
                 // one placed for a reservation that was then rejected, released or
@@ -487,7 +487,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                     events.push(released_event(
                         &rid,
                         released,
-                        "hold not recorded by its reservation",
+                        Some("hold not recorded by its reservation"),
                     ));
                 }
                 (LineEffect::Released, S::Released | S::Rejected | S::Expired)

@@ -1,7 +1,11 @@
 //! Allocation: which warehouses a line's units come from, and how holds are released
 //! or turned into committed units on a product record.
 
-use crate::models::{Allocation, InflightLine, WarehouseId, WarehouseStock};
+use crate::models::{
+    Allocation, EventKind, InflightLine, LineEffect, OrderId, ProductRecord, WarehouseId,
+    WarehouseStock,
+};
+use crate::service::{NewEvent, released_event};
 
 use std::collections::BTreeMap;
 
@@ -94,6 +98,78 @@ pub(super) fn commit_allocations(
 /// Rounds an expiry up to the whole second, so holds aggregate into few buckets.
 pub(super) fn expiry(now: u64, ttl_ms: u64) -> u64 {
     (now + ttl_ms).div_ceil(1000) * 1000
+}
+
+/// A decided release or commit of one reservation line, as its product step applies it
+/// (the one-line protocol's decision, or a multi-line reservation's finishing step).
+pub(super) struct DecidedLine<'a> {
+    pub reservation_id: &'a str,
+    /// The operation id of this step, kept in the in-flight entry it leaves.
+    pub op: &'a str,
+    /// `Released` or `Committed`.
+    pub target: LineEffect,
+    /// An in-flight hold to give back first, whatever the target.
+    pub unhold: Option<&'a InflightLine>,
+    /// The holds the target releases or commits: none when this step knows of no live
+    /// hold left to release.
+    pub allocations: &'a [Allocation],
+    /// When those holds lapse.
+    pub expires_at: u64,
+    pub order_id: Option<&'a OrderId>,
+    /// The units the line asked for, when a commit of fewer says why in its entry.
+    pub asked: Option<u64>,
+}
+
+impl DecidedLine<'_> {
+    /// Applies the step to `next`, the product record to write: gives the holds back or
+    /// commits them, and leaves the in-flight entry that says what was done until the
+    /// reservation's record says it too. Returns the history entries to append and the
+    /// units committed.
+    pub(super) fn apply(&self, next: &mut ProductRecord, now: u64) -> (Vec<NewEvent>, u64) {
+        let mut released = 0;
+        if let Some(hold) = self.unhold {
+            released += unhold(&mut next.warehouses, hold, now);
+        }
+        let committing = self.target == LineEffect::Committed;
+        let mut committed = 0;
+        if committing {
+            committed =
+                commit_allocations(&mut next.warehouses, self.allocations, self.expires_at, now);
+        } else {
+            released +=
+                release_allocations(&mut next.warehouses, self.allocations, self.expires_at, now);
+        }
+        next.inflight.insert(
+            self.reservation_id.to_owned(),
+            InflightLine {
+                effect: self.target,
+                allocations: Vec::new(),
+                expires_at: self.expires_at,
+                since: now,
+                op: self.op.to_owned(),
+                committed: committing.then_some(committed),
+                order_id: self.order_id.cloned(),
+            },
+        );
+        let mut events = Vec::new();
+        if released > 0 {
+            events.push(released_event(self.reservation_id, released, None));
+        }
+        if committing {
+            let mut e = NewEvent::new(EventKind::StockCommitted, committed as i64);
+            e.reservation_id = Some(self.reservation_id.to_owned());
+            e.order_id = self.order_id.map(|o| o.to_string());
+            if let Some(asked) = self.asked
+                && committed < asked
+            {
+                e.reason = Some(format!(
+                    "hold expired before the commit was applied: {committed} of {asked} units committed"
+                ));
+            }
+            events.push(e);
+        }
+        (events, committed)
+    }
 }
 
 #[cfg(test)]

@@ -3,12 +3,12 @@
 //! reservation in a transitional state finishes (see the module header of
 //! `service::reservations`).
 
-use super::allocation::{allocate, commit_allocations, release_allocations, unhold};
+use super::allocation::{DecidedLine, allocate};
 use super::{Placement, STALE_AFTER_MS};
 use crate::indexes::Due;
 use crate::models::{
-    EventKind, InflightLine, LineEffect, ReservationId, ReservationLine, ReservationRecord,
-    ReservationState, Shortage,
+    Allocation, EventKind, InflightLine, LineEffect, ReservationId, ReservationLine,
+    ReservationRecord, ReservationState, Shortage,
 };
 use crate::ports::{Clock, IdGenerator, KeyValueStore};
 use crate::service::{NewEvent, Step, StockService};
@@ -274,67 +274,28 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                     .and_then(|l| l.committed);
                 return Ok(Step::Keep(committed.unwrap_or(0)));
             }
+            // The in-flight hold goes back if it is a stray or if it is what is released;
+            // the recorded hold is released only while it is live, and a commit takes
+            // what the placement's own entry says it holds, when that entry is there.
+            let unhold = entry.filter(|_| stray.is_some() || target == LineEffect::Released);
+            let allocations: &[Allocation] = match (target, entry) {
+                (LineEffect::Released, _) if recorded_hold_live => &line.allocations,
+                (LineEffect::Committed, Some(e)) if stray.is_none() => &e.allocations,
+                (LineEffect::Committed, _) => &line.allocations,
+                _ => &[],
+            };
             let mut next = current.clone();
-            let mut released = 0;
-            if let Some(e) = entry
-                && (stray.is_some() || target == LineEffect::Released)
-            {
-                released += unhold(&mut next.warehouses, e, now);
+            let (events, units_committed) = DecidedLine {
+                reservation_id: rid,
+                op,
+                target,
+                unhold,
+                allocations,
+                expires_at: record.expires_at,
+                order_id: record.order_id.as_ref(),
+                asked: Some(line.quantity),
             }
-            let mut units_committed = 0;
-            match target {
-                LineEffect::Released if recorded_hold_live => {
-                    released += release_allocations(
-                        &mut next.warehouses,
-                        &line.allocations,
-                        record.expires_at,
-                        now,
-                    );
-                }
-                LineEffect::Committed => {
-                    let allocations = match entry {
-                        Some(e) if stray.is_none() => e.allocations.clone(),
-                        _ => line.allocations.clone(),
-                    };
-                    units_committed = commit_allocations(
-                        &mut next.warehouses,
-                        &allocations,
-                        record.expires_at,
-                        now,
-                    );
-                }
-                _ => {}
-            }
-            next.inflight.insert(
-                rid.to_owned(),
-                InflightLine {
-                    effect: target,
-                    allocations: Vec::new(),
-                    expires_at: record.expires_at,
-                    since: now,
-                    op: op.to_owned(),
-                    committed: (target == LineEffect::Committed).then_some(units_committed),
-                    order_id: record.order_id.clone(),
-                },
-            );
-            let mut events = Vec::new();
-            if released > 0 {
-                let mut e = NewEvent::new(EventKind::StockReleased, released as i64);
-                e.reservation_id = Some(rid.to_owned());
-                events.push(e);
-            }
-            if target == LineEffect::Committed {
-                let mut e = NewEvent::new(EventKind::StockCommitted, units_committed as i64);
-                e.reservation_id = Some(rid.to_owned());
-                e.order_id = record.order_id.as_ref().map(|o| o.to_string());
-                if units_committed < line.quantity {
-                    e.reason = Some(format!(
-                        "hold expired before the commit was applied: {} of {} units committed",
-                        units_committed, line.quantity
-                    ));
-                }
-                events.push(e);
-            }
+            .apply(&mut next, now);
             Ok(Step::Write {
                 record: Box::new(next),
                 events,

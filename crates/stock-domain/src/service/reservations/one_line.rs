@@ -2,15 +2,12 @@
 //! compare-and-swap alone, and its record is written after that step (see the module
 //! header of `service::reservations`).
 
-use super::allocation::{commit_allocations, release_allocations, unhold};
+use super::allocation::DecidedLine;
 use super::{LineOutcome, Placement, ReserveError};
 use crate::indexes::Due;
-use crate::models::{
-    EventKind, InflightLine, LineEffect, OrderId, ReservationRecord, ReservationState,
-    ReservationView,
-};
+use crate::models::{LineEffect, OrderId, ReservationRecord, ReservationState, ReservationView};
 use crate::ports::{Clock, IdGenerator, KeyValueStore};
-use crate::service::{NewEvent, Step, StockService};
+use crate::service::{Step, StockService};
 use crate::storage::{self, EngineError, keys};
 
 impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
@@ -146,52 +143,21 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                 return Ok(Step::Keep(LineOutcome::Recorded));
             }
             let mut next = current.clone();
-            let mut released = 0;
-            // A hold placed by another operation than the recorded one is a racing
-            // duplicate: give it back whatever the target.
-            if let Some(stray) = entry.filter(|e| line.placement.as_deref() != Some(e.op.as_str()))
-            {
-                released += unhold(&mut next.warehouses, stray, now);
+            let (events, units) = DecidedLine {
+                reservation_id: rid,
+                op,
+                target,
+                // A hold placed by another operation than the recorded one is a racing
+                // duplicate: give it back whatever the target.
+                unhold: entry.filter(|e| line.placement.as_deref() != Some(e.op.as_str())),
+                allocations: &line.allocations,
+                expires_at: record.expires_at,
+                order_id,
+                // A lapsed hold is refused above, so a commit here has no expiry to explain.
+                asked: None,
             }
-            let mut units = 0;
-            if target == LineEffect::Committed {
-                units = commit_allocations(
-                    &mut next.warehouses,
-                    &line.allocations,
-                    record.expires_at,
-                    now,
-                );
-            } else {
-                released += release_allocations(
-                    &mut next.warehouses,
-                    &line.allocations,
-                    record.expires_at,
-                    now,
-                );
-            }
-            next.inflight.insert(
-                rid.to_owned(),
-                InflightLine {
-                    effect: target,
-                    allocations: Vec::new(),
-                    expires_at: record.expires_at,
-                    since: now,
-                    op: op.to_owned(),
-                    committed: (target == LineEffect::Committed).then_some(units),
-                    order_id: order_id.cloned(),
-                },
-            );
-            let mut events = Vec::new();
-            if released > 0 {
-                let mut e = NewEvent::new(EventKind::StockReleased, released as i64);
-                e.reservation_id = Some(rid.to_owned());
-                events.push(e);
-            }
+            .apply(&mut next, now);
             let result = if target == LineEffect::Committed {
-                let mut e = NewEvent::new(EventKind::StockCommitted, units as i64);
-                e.reservation_id = Some(rid.to_owned());
-                e.order_id = order_id.map(|o| o.to_string());
-                events.push(e);
                 LineOutcome::Committed {
                     units,
                     order_id: order_id.cloned(),
