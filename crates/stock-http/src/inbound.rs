@@ -55,8 +55,10 @@ const BATCH_MEDIA_TYPE: &str = "application/cloudevents-batch+json";
 /// The prefix of binary-mode attribute headers.
 const BINARY_PREFIX: &str = "ce-";
 
-/// The inbound event types: the seed's names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The inbound event types: the seed's names (each variant's name, as written).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, strum::EnumIter, strum::EnumString, strum::IntoStaticStr,
+)]
 pub enum EventType {
     CartItemAdded,
     CartItemUpdated,
@@ -66,22 +68,13 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [Self; 5] = [
-        Self::CartItemAdded,
-        Self::CartItemUpdated,
-        Self::CartItemRemoved,
-        Self::CartAbandoned,
-        Self::OrderConfirmed,
-    ];
+    /// Every type, in declaration order.
+    pub fn all() -> impl Iterator<Item = Self> {
+        <Self as strum::IntoEnumIterator>::iter()
+    }
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::CartItemAdded => "CartItemAdded",
-            Self::CartItemUpdated => "CartItemUpdated",
-            Self::CartItemRemoved => "CartItemRemoved",
-            Self::CartAbandoned => "CartAbandoned",
-            Self::OrderConfirmed => "OrderConfirmed",
-        }
+        self.into()
     }
 
     /// The type named by a CloudEvents `type`: a seed name, bare or after a reverse-DNS
@@ -92,7 +85,7 @@ impl EventType {
             Some((prefix, name)) if !prefix.split('.').any(str::is_empty) => name,
             Some(_) => return None,
         };
-        Self::ALL.into_iter().find(|t| t.as_str() == name)
+        name.parse().ok()
     }
 }
 
@@ -133,7 +126,7 @@ pub fn cloud_event(req: &Request<Vec<u8>>) -> Result<Received, Problem> {
         structured_mode(req)?
     };
     let kind = EventType::parse(&envelope.kind).ok_or_else(|| {
-        let known: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
+        let known: Vec<&str> = EventType::all().map(EventType::as_str).collect();
         Problem::new(
             Code::UnknownEventType,
             format!(
@@ -425,7 +418,7 @@ mod tests {
 
     #[test]
     fn seed_names_are_types_bare_or_after_a_reverse_dns_prefix() {
-        for t in EventType::ALL {
+        for t in EventType::all() {
             assert_eq!(EventType::parse(t.as_str()), Some(t));
             assert_eq!(
                 EventType::parse(&format!("com.acme.cart.{}", t.as_str())),
