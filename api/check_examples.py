@@ -149,18 +149,12 @@ def check_against_code(spec):
         fail(f"documented path {path} has no route in spin.toml")
 
     src = (root / "crates/stock-http/src/problem.rs").read_text()
-
-    def body(name):
-        return re.search(r"pub fn %s\(self\)[^{]*\{(.*?)\n    \}\n" % name, src, re.S).group(1)
-
-    names = dict(re.findall(r'Self::(\w+) => "([a-z_]+)"', body("as_str")))
-    titles = dict(re.findall(r'Self::(\w+) => "([^"]+)"', body("title")))
-    statuses = {}
-    for arm in body("status").split(",\n"):
-        found = re.search(r"StatusCode::(\w+)", arm)
-        for variant in re.findall(r"Self::(\w+)", arm) if found else []:
-            statuses[names[variant]] = STATUS[found.group(1)]
-    code = {names[v]: (statuses[names[v]], titles[v]) for v in names}
+    # problem.rs declares every code in one table: `Variant = ("code", STATUS, "Title"),`.
+    table_src = src[src.index("problem_codes! {"):]
+    rows = re.findall(r'^\s*(\w+) = \("([a-z_]+)", (\w+), "([^"]+)"\),$', table_src, re.M)
+    if not rows:
+        fail("no problem_codes! table found in problem.rs")
+    code = {name: (STATUS[status], title) for _, name, status, title in rows}
     enum = spec.doc["components"]["schemas"]["ProblemCode"]["enum"]
     if sorted(enum) != sorted(code):
         fail(f"ProblemCode enum differs from problem.rs: {sorted(set(enum) ^ set(code))}")

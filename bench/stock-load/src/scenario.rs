@@ -202,7 +202,7 @@ pub async fn run_flash_sale(config: &Config) -> anyhow::Result<Report> {
     });
     let start = Instant::now();
     let results = spawn_clients(config.concurrency, |index| {
-        let client = Client::new(&endpoint, &budget, index);
+        let client = Client::new(&endpoint, &budget);
         sale_client(client, sale.clone(), index)
     })
     .await?;
@@ -244,7 +244,7 @@ pub async fn run_spread(config: &Config) -> anyhow::Result<Report> {
     });
     let start = Instant::now();
     let results = spawn_clients(config.concurrency, |index| {
-        let client = Client::new(&endpoint, &budget, index);
+        let client = Client::new(&endpoint, &budget);
         spread_client(client, spread.clone(), index)
     })
     .await?;
@@ -267,8 +267,8 @@ pub async fn run_cas(
     let endpoint = Endpoint::parse(url)?;
     let budget = Arc::new(Budget::new(duration, max_requests));
     let start = Instant::now();
-    let results = spawn_clients(concurrency, |index| {
-        let mut client = Client::new(&endpoint, &budget, index);
+    let results = spawn_clients(concurrency, |_| {
+        let mut client = Client::new(&endpoint, &budget);
         async move {
             let call = Request::new(Op::Cas, Method::POST, String::new());
             while !matches!(client.request(&call).await, Answer::Stopped) && !client.gave_up() {}
@@ -390,39 +390,29 @@ impl Budget {
     }
 }
 
-/// A small, fast pseudo-random generator (SplitMix64); no cryptography needed.
-pub(crate) struct Rng(u64);
+/// The clients' randomness, from `fastrand` (seeded from the system, no cryptography
+/// needed): uniform choices, coin flips and jittered pauses.
+pub(crate) struct Rng(fastrand::Rng);
 
 impl Rng {
-    pub(crate) fn seeded(index: usize) -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        Self(u64::from(nanos) ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+    pub(crate) fn new() -> Self {
+        Self(fastrand::Rng::new())
     }
 
     /// Uniform in `0..n` (n > 0).
     pub(crate) fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
+        self.0.usize(..n)
     }
 
     /// True with probability `p`.
     fn chance(&mut self, p: f64) -> bool {
-        ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64) < p
+        self.0.f64() < p
     }
 
     /// A pause of `base` plus up to as much again.
     fn jitter(&mut self, base: Duration) -> Duration {
-        let extra = self.next_u64() % (base.as_micros() as u64 + 1);
-        base + Duration::from_micros(extra)
+        let micros = u64::try_from(base.as_micros()).unwrap_or(u64::MAX);
+        base + Duration::from_micros(self.0.u64(..=micros))
     }
 }
 
@@ -482,12 +472,12 @@ struct Client {
 }
 
 impl Client {
-    fn new(endpoint: &Endpoint, budget: &Arc<Budget>, index: usize) -> Self {
+    fn new(endpoint: &Endpoint, budget: &Arc<Budget>) -> Self {
         Self {
             connection: Connection::new(endpoint.clone()),
             recorder: Recorder::default(),
             budget: budget.clone(),
-            rng: Rng::seeded(index),
+            rng: Rng::new(),
             consecutive_failures: 0,
         }
     }
@@ -1004,7 +994,7 @@ mod tests {
 
     #[test]
     fn random_choices_stay_in_range() {
-        let mut rng = Rng::seeded(3);
+        let mut rng = Rng::new();
         assert!((0..1000).all(|_| rng.below(5) < 5));
         assert!((0..1000).all(|_| !rng.chance(0.0)));
         assert!((0..1000).all(|_| rng.chance(1.0)));

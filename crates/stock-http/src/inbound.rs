@@ -12,10 +12,11 @@
 //!
 //! # Attributes
 //! `specversion` must be `"1.0"`; `id`, `source` and `type` are required non-empty
-//! strings; `subject`, `time` and `dataschema`, if given, strings; `datacontenttype`, if
-//! given, a JSON media type (`data_base64` is refused). Extension attributes (names of
-//! lower-case letters and digits, scalar values) are accepted and ignored; a malformed
-//! one is `invalid_event`.
+//! strings; `subject`, if given, a string; `time` an RFC 3339 timestamp; `dataschema` an
+//! absolute URI; `datacontenttype`, if given, a JSON media type (`data_base64` is
+//! refused). Extension attributes (names of lower-case letters and digits; strings,
+//! integers or booleans) are accepted and ignored; a malformed one is `invalid_event`.
+//! Structured mode is read by `cloudevents-sdk`; binary mode by the header rules below.
 //!
 //! # Types
 //! One of the seed's names, bare or namespaced by a reverse-DNS prefix (the part after
@@ -36,6 +37,7 @@
 //! mistyped attribute or member is `invalid_event`; ids and quantities get the codes
 //! they get everywhere else (`invalid_cart_id`, `invalid_product_id`, `invalid_quantity`…).
 
+use cloudevents::AttributesReader;
 use http::Request;
 use http::header::CONTENT_TYPE;
 use serde_json::{Map, Value};
@@ -55,8 +57,10 @@ const BATCH_MEDIA_TYPE: &str = "application/cloudevents-batch+json";
 /// The prefix of binary-mode attribute headers.
 const BINARY_PREFIX: &str = "ce-";
 
-/// The inbound event types: the seed's names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The inbound event types: the seed's names (each variant's name, as written).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, strum::EnumIter, strum::EnumString, strum::IntoStaticStr,
+)]
 pub enum EventType {
     CartItemAdded,
     CartItemUpdated,
@@ -66,22 +70,13 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [Self; 5] = [
-        Self::CartItemAdded,
-        Self::CartItemUpdated,
-        Self::CartItemRemoved,
-        Self::CartAbandoned,
-        Self::OrderConfirmed,
-    ];
+    /// Every type, in declaration order.
+    pub fn all() -> impl Iterator<Item = Self> {
+        <Self as strum::IntoEnumIterator>::iter()
+    }
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::CartItemAdded => "CartItemAdded",
-            Self::CartItemUpdated => "CartItemUpdated",
-            Self::CartItemRemoved => "CartItemRemoved",
-            Self::CartAbandoned => "CartAbandoned",
-            Self::OrderConfirmed => "OrderConfirmed",
-        }
+        self.into()
     }
 
     /// The type named by a CloudEvents `type`: a seed name, bare or after a reverse-DNS
@@ -92,7 +87,7 @@ impl EventType {
             Some((prefix, name)) if !prefix.split('.').any(str::is_empty) => name,
             Some(_) => return None,
         };
-        Self::ALL.into_iter().find(|t| t.as_str() == name)
+        name.parse().ok()
     }
 }
 
@@ -133,7 +128,7 @@ pub fn cloud_event(req: &Request<Vec<u8>>) -> Result<Received, Problem> {
         structured_mode(req)?
     };
     let kind = EventType::parse(&envelope.kind).ok_or_else(|| {
-        let known: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
+        let known: Vec<&str> = EventType::all().map(EventType::as_str).collect();
         Problem::new(
             Code::UnknownEventType,
             format!(
@@ -168,6 +163,9 @@ fn media_type(req: &Request<Vec<u8>>) -> Option<String> {
     Some(essence.trim().to_ascii_lowercase())
 }
 
+/// The JSON event format is read by `cloudevents-sdk` (CloudEvents JSON Event Format 1.0:
+/// attribute types, `time` as RFC 3339, `dataschema` as a URI, scalar extensions); what
+/// this service adds is checked around it.
 fn structured_mode(req: &Request<Vec<u8>>) -> Result<Envelope, Problem> {
     if req.body().iter().all(u8::is_ascii_whitespace) {
         return Err(Problem::new(
@@ -177,40 +175,54 @@ fn structured_mode(req: &Request<Vec<u8>>) -> Result<Envelope, Problem> {
     }
     let value: Value = serde_json::from_slice(req.body())
         .map_err(|e| Problem::new(Code::MalformedJson, e.to_string()))?;
-    let Value::Object(mut event) = value else {
+    let Value::Object(event) = value else {
         return Err(invalid("a structured-mode CloudEvent is a JSON object"));
     };
-    let mut required = |name: &str| match event.remove(name) {
-        Some(Value::String(s)) if !s.is_empty() => Ok(s),
-        None | Some(Value::Null) => Err(invalid(format!("the {name} attribute is required"))),
-        Some(_) => Err(invalid(format!("{name} must be a non-empty string"))),
-    };
-    let specversion = required("specversion")?;
-    check_specversion(&specversion)?;
-    let (id, source, kind) = (required("id")?, required("source")?, required("type")?);
-    for name in ["subject", "time", "dataschema", "datacontenttype"] {
-        if !matches!(event.get(name), None | Some(Value::Null | Value::String(_))) {
-            return Err(invalid(format!("{name} must be a string")));
+    // Checked first so that any other version is told the supported one (the SDK also
+    // reads 0.3, and names no version for one it does not know).
+    match event.get("specversion") {
+        Some(Value::String(specversion)) => check_specversion(specversion)?,
+        None | Some(Value::Null) => return Err(invalid("the specversion attribute is required")),
+        Some(_) => return Err(invalid("specversion must be a non-empty string")),
+    }
+    // The SDK would decode it; the data this service reads is a JSON object, as is.
+    if !matches!(event.get("data_base64"), None | Some(Value::Null)) {
+        return Err(invalid(
+            "data_base64 is not accepted: data must be a JSON object",
+        ));
+    }
+    let event: cloudevents::Event = serde_json::from_value(Value::Object(event))
+        .map_err(|e| invalid(format!("not a CloudEvents 1.0 JSON event: {e}")))?;
+    for (name, value) in [
+        ("id", event.id()),
+        ("source", event.source().as_str()),
+        ("type", event.ty()),
+    ] {
+        if value.is_empty() {
+            return Err(invalid(format!("{name} must be a non-empty string")));
         }
     }
-    if let Some(Value::String(media)) = event.get("datacontenttype")
+    if let Some(media) = event.datacontenttype()
         && !is_json(media)
     {
         return Err(invalid(format!(
             "datacontenttype {media:?} is not accepted: data must be JSON"
         )));
     }
-    if !matches!(event.get("data_base64"), None | Some(Value::Null)) {
-        return Err(invalid(
-            "data_base64 is not accepted: data must be a JSON object",
-        ));
+    if let Some((name, _)) = event.iter_extensions().find(|(n, _)| !is_attribute_name(n)) {
+        return Err(invalid(format!(
+            "{name:?} is not a CloudEvents attribute: names are lower-case letters and digits"
+        )));
     }
-    let data = event.remove("data");
-    check_extensions(&event)?;
+    let data = match event.data() {
+        None => None,
+        Some(cloudevents::Data::Json(data)) => Some(data.clone()),
+        Some(_) => return Err(invalid("data must be a JSON object")),
+    };
     Ok(Envelope {
-        id,
-        source,
-        kind,
+        id: event.id().to_owned(),
+        source: event.source().to_string(),
+        kind: event.ty().to_owned(),
         data,
     })
 }
@@ -270,23 +282,6 @@ fn is_attribute_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-}
-
-/// What is left after the known attributes: extension attributes, scalar-valued.
-fn check_extensions(rest: &Map<String, Value>) -> Result<(), Problem> {
-    for (name, value) in rest {
-        if !is_attribute_name(name) {
-            return Err(invalid(format!(
-                "{name:?} is not a CloudEvents attribute: names are lower-case letters and digits"
-            )));
-        }
-        if matches!(value, Value::Array(_) | Value::Object(_)) {
-            return Err(invalid(format!(
-                "extension attribute {name} must be a string, number or boolean"
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// One binary-mode header: at most once, visible ASCII, percent-decoded to UTF-8.
@@ -425,7 +420,7 @@ mod tests {
 
     #[test]
     fn seed_names_are_types_bare_or_after_a_reverse_dns_prefix() {
-        for t in EventType::ALL {
+        for t in EventType::all() {
             assert_eq!(EventType::parse(t.as_str()), Some(t));
             assert_eq!(
                 EventType::parse(&format!("com.acme.cart.{}", t.as_str())),

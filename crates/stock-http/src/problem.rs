@@ -13,246 +13,86 @@ use serde_json::{Map, Value};
 /// Where problem type URIs live; the code is appended.
 pub const PROBLEM_TYPE_BASE: &str = "https://stock.example/problems/";
 
-/// Every problem the service can report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Code {
-    MalformedJson,
-    InvalidBody,
-    InvalidProductId,
-    InvalidWarehouseId,
-    InvalidReservationId,
-    InvalidOrderId,
-    InvalidCartId,
-    InvalidQuantity,
-    InvalidThreshold,
-    InvalidAdjustment,
-    InvalidReason,
-    ReasonMismatch,
-    InvalidTtl,
-    InvalidQuery,
-    InvalidIdempotencyKey,
-    NoLines,
-    TooManyLines,
-    DuplicateLine,
-    InvalidCursor,
-    InvalidEvent,
-    UnknownEventType,
-    PayloadTooLarge,
-    UnsupportedMediaType,
-    MethodNotAllowed,
-    NotFound,
-    ProductNotFound,
-    ReservationNotFound,
-    CartNotFound,
-    InsufficientStock,
-    BelowReserved,
-    OnHandLimit,
-    ReservationExpired,
-    ReservationReleased,
-    ReservationCommitted,
-    ReservationRejected,
-    OrderMismatch,
-    CartClosed,
-    EventIdReused,
-    IdempotencyKeyReused,
-    Unauthorized,
-    Forbidden,
-    ServiceBusy,
-    InternalError,
+/// Declares [`Code`] from one table: each problem's variant, its stable machine-readable
+/// code, its HTTP status and its title (a short summary, the same for every occurrence).
+macro_rules! problem_codes {
+    ($($variant:ident = ($code:literal, $status:ident, $title:literal),)*) => {
+        /// Every problem the service can report.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Code {
+            $($variant,)*
+        }
+
+        impl Code {
+            pub const ALL: &'static [Self] = &[$(Self::$variant,)*];
+
+            /// The stable machine-readable code.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $code,)*
+                }
+            }
+
+            pub fn status(self) -> StatusCode {
+                match self {
+                    $(Self::$variant => StatusCode::$status,)*
+                }
+            }
+
+            /// A short summary that is the same for every occurrence of the problem.
+            pub fn title(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $title,)*
+                }
+            }
+        }
+    };
 }
 
-impl Code {
-    pub const ALL: [Self; 43] = [
-        Self::MalformedJson,
-        Self::InvalidBody,
-        Self::InvalidProductId,
-        Self::InvalidWarehouseId,
-        Self::InvalidReservationId,
-        Self::InvalidOrderId,
-        Self::InvalidCartId,
-        Self::InvalidQuantity,
-        Self::InvalidThreshold,
-        Self::InvalidAdjustment,
-        Self::InvalidReason,
-        Self::ReasonMismatch,
-        Self::InvalidTtl,
-        Self::InvalidQuery,
-        Self::InvalidIdempotencyKey,
-        Self::NoLines,
-        Self::TooManyLines,
-        Self::DuplicateLine,
-        Self::InvalidCursor,
-        Self::InvalidEvent,
-        Self::UnknownEventType,
-        Self::PayloadTooLarge,
-        Self::UnsupportedMediaType,
-        Self::MethodNotAllowed,
-        Self::NotFound,
-        Self::ProductNotFound,
-        Self::ReservationNotFound,
-        Self::CartNotFound,
-        Self::InsufficientStock,
-        Self::BelowReserved,
-        Self::OnHandLimit,
-        Self::ReservationExpired,
-        Self::ReservationReleased,
-        Self::ReservationCommitted,
-        Self::ReservationRejected,
-        Self::OrderMismatch,
-        Self::CartClosed,
-        Self::EventIdReused,
-        Self::IdempotencyKeyReused,
-        Self::Unauthorized,
-        Self::Forbidden,
-        Self::ServiceBusy,
-        Self::InternalError,
-    ];
-
-    /// The stable machine-readable code.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::MalformedJson => "malformed_json",
-            Self::InvalidBody => "invalid_body",
-            Self::InvalidProductId => "invalid_product_id",
-            Self::InvalidWarehouseId => "invalid_warehouse_id",
-            Self::InvalidReservationId => "invalid_reservation_id",
-            Self::InvalidOrderId => "invalid_order_id",
-            Self::InvalidCartId => "invalid_cart_id",
-            Self::InvalidQuantity => "invalid_quantity",
-            Self::InvalidThreshold => "invalid_threshold",
-            Self::InvalidAdjustment => "invalid_adjustment",
-            Self::InvalidReason => "invalid_reason",
-            Self::ReasonMismatch => "reason_mismatch",
-            Self::InvalidTtl => "invalid_ttl",
-            Self::InvalidQuery => "invalid_query",
-            Self::InvalidIdempotencyKey => "invalid_idempotency_key",
-            Self::NoLines => "no_lines",
-            Self::TooManyLines => "too_many_lines",
-            Self::DuplicateLine => "duplicate_line",
-            Self::InvalidCursor => "invalid_cursor",
-            Self::InvalidEvent => "invalid_event",
-            Self::UnknownEventType => "unknown_event_type",
-            Self::PayloadTooLarge => "payload_too_large",
-            Self::UnsupportedMediaType => "unsupported_media_type",
-            Self::MethodNotAllowed => "method_not_allowed",
-            Self::NotFound => "not_found",
-            Self::ProductNotFound => "product_not_found",
-            Self::ReservationNotFound => "reservation_not_found",
-            Self::CartNotFound => "cart_not_found",
-            Self::InsufficientStock => "insufficient_stock",
-            Self::BelowReserved => "below_reserved",
-            Self::OnHandLimit => "on_hand_limit",
-            Self::ReservationExpired => "reservation_expired",
-            Self::ReservationReleased => "reservation_released",
-            Self::ReservationCommitted => "reservation_committed",
-            Self::ReservationRejected => "reservation_rejected",
-            Self::OrderMismatch => "order_mismatch",
-            Self::CartClosed => "cart_closed",
-            Self::EventIdReused => "event_id_reused",
-            Self::IdempotencyKeyReused => "idempotency_key_reused",
-            Self::Unauthorized => "unauthorized",
-            Self::Forbidden => "forbidden",
-            Self::ServiceBusy => "service_busy",
-            Self::InternalError => "internal_error",
-        }
-    }
-
-    pub fn status(self) -> StatusCode {
-        match self {
-            Self::MalformedJson
-            | Self::InvalidBody
-            | Self::InvalidProductId
-            | Self::InvalidWarehouseId
-            | Self::InvalidReservationId
-            | Self::InvalidOrderId
-            | Self::InvalidCartId
-            | Self::InvalidQuantity
-            | Self::InvalidThreshold
-            | Self::InvalidAdjustment
-            | Self::InvalidReason
-            | Self::ReasonMismatch
-            | Self::InvalidTtl
-            | Self::InvalidQuery
-            | Self::InvalidIdempotencyKey
-            | Self::NoLines
-            | Self::TooManyLines
-            | Self::DuplicateLine
-            | Self::InvalidCursor
-            | Self::InvalidEvent
-            | Self::UnknownEventType => StatusCode::BAD_REQUEST,
-            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::NotFound
-            | Self::ProductNotFound
-            | Self::ReservationNotFound
-            | Self::CartNotFound => StatusCode::NOT_FOUND,
-            Self::InsufficientStock
-            | Self::BelowReserved
-            | Self::OnHandLimit
-            | Self::ReservationReleased
-            | Self::ReservationCommitted
-            | Self::ReservationRejected
-            | Self::OrderMismatch
-            | Self::CartClosed
-            | Self::EventIdReused => StatusCode::CONFLICT,
-            Self::ReservationExpired => StatusCode::GONE,
-            Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::Forbidden => StatusCode::FORBIDDEN,
-            Self::ServiceBusy => StatusCode::SERVICE_UNAVAILABLE,
-            Self::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    /// A short summary that is the same for every occurrence of the problem.
-    pub fn title(self) -> &'static str {
-        match self {
-            Self::MalformedJson => "Malformed JSON",
-            Self::InvalidBody => "Invalid request body",
-            Self::InvalidProductId => "Invalid product id",
-            Self::InvalidWarehouseId => "Invalid warehouse id",
-            Self::InvalidReservationId => "Invalid reservation id",
-            Self::InvalidOrderId => "Invalid order id",
-            Self::InvalidCartId => "Invalid cart id",
-            Self::InvalidQuantity => "Invalid quantity",
-            Self::InvalidThreshold => "Invalid low-stock threshold",
-            Self::InvalidAdjustment => "Invalid adjustment",
-            Self::InvalidReason => "Invalid adjustment reason",
-            Self::ReasonMismatch => "Reason does not fit the adjustment",
-            Self::InvalidTtl => "Invalid reservation TTL",
-            Self::InvalidQuery => "Invalid query parameters",
-            Self::InvalidIdempotencyKey => "Invalid Idempotency-Key",
-            Self::NoLines => "Reservation without lines",
-            Self::TooManyLines => "Too many reservation lines",
-            Self::DuplicateLine => "Duplicate reservation line",
-            Self::InvalidCursor => "Invalid feed cursor",
-            Self::InvalidEvent => "Invalid CloudEvent",
-            Self::UnknownEventType => "Unknown event type",
-            Self::PayloadTooLarge => "Request body too large",
-            Self::UnsupportedMediaType => "Unsupported media type",
-            Self::MethodNotAllowed => "Method not allowed",
-            Self::NotFound => "No such route",
-            Self::ProductNotFound => "Product not found",
-            Self::ReservationNotFound => "Reservation not found",
-            Self::CartNotFound => "Cart not found",
-            Self::InsufficientStock => "Insufficient stock",
-            Self::BelowReserved => "On-hand below reserved units",
-            Self::OnHandLimit => "On-hand limit exceeded",
-            Self::ReservationExpired => "Reservation expired",
-            Self::ReservationReleased => "Reservation released",
-            Self::ReservationCommitted => "Reservation committed",
-            Self::ReservationRejected => "Reservation rejected",
-            Self::OrderMismatch => "Reservation committed to another order",
-            Self::CartClosed => "Cart already ordered",
-            Self::EventIdReused => "Event id reused with another content",
-            Self::IdempotencyKeyReused => "Idempotency-Key reused",
-            Self::Unauthorized => "Authentication required",
-            Self::Forbidden => "Forbidden",
-            Self::ServiceBusy => "Service busy",
-            Self::InternalError => "Internal error",
-        }
-    }
+problem_codes! {
+    MalformedJson = ("malformed_json", BAD_REQUEST, "Malformed JSON"),
+    InvalidBody = ("invalid_body", BAD_REQUEST, "Invalid request body"),
+    InvalidProductId = ("invalid_product_id", BAD_REQUEST, "Invalid product id"),
+    InvalidWarehouseId = ("invalid_warehouse_id", BAD_REQUEST, "Invalid warehouse id"),
+    InvalidReservationId = ("invalid_reservation_id", BAD_REQUEST, "Invalid reservation id"),
+    InvalidOrderId = ("invalid_order_id", BAD_REQUEST, "Invalid order id"),
+    InvalidCartId = ("invalid_cart_id", BAD_REQUEST, "Invalid cart id"),
+    InvalidQuantity = ("invalid_quantity", BAD_REQUEST, "Invalid quantity"),
+    InvalidThreshold = ("invalid_threshold", BAD_REQUEST, "Invalid low-stock threshold"),
+    InvalidAdjustment = ("invalid_adjustment", BAD_REQUEST, "Invalid adjustment"),
+    InvalidReason = ("invalid_reason", BAD_REQUEST, "Invalid adjustment reason"),
+    ReasonMismatch = ("reason_mismatch", BAD_REQUEST, "Reason does not fit the adjustment"),
+    InvalidTtl = ("invalid_ttl", BAD_REQUEST, "Invalid reservation TTL"),
+    InvalidQuery = ("invalid_query", BAD_REQUEST, "Invalid query parameters"),
+    InvalidIdempotencyKey = ("invalid_idempotency_key", BAD_REQUEST, "Invalid Idempotency-Key"),
+    NoLines = ("no_lines", BAD_REQUEST, "Reservation without lines"),
+    TooManyLines = ("too_many_lines", BAD_REQUEST, "Too many reservation lines"),
+    DuplicateLine = ("duplicate_line", BAD_REQUEST, "Duplicate reservation line"),
+    InvalidCursor = ("invalid_cursor", BAD_REQUEST, "Invalid feed cursor"),
+    InvalidEvent = ("invalid_event", BAD_REQUEST, "Invalid CloudEvent"),
+    UnknownEventType = ("unknown_event_type", BAD_REQUEST, "Unknown event type"),
+    PayloadTooLarge = ("payload_too_large", PAYLOAD_TOO_LARGE, "Request body too large"),
+    UnsupportedMediaType = ("unsupported_media_type", UNSUPPORTED_MEDIA_TYPE, "Unsupported media type"),
+    MethodNotAllowed = ("method_not_allowed", METHOD_NOT_ALLOWED, "Method not allowed"),
+    NotFound = ("not_found", NOT_FOUND, "No such route"),
+    ProductNotFound = ("product_not_found", NOT_FOUND, "Product not found"),
+    ReservationNotFound = ("reservation_not_found", NOT_FOUND, "Reservation not found"),
+    CartNotFound = ("cart_not_found", NOT_FOUND, "Cart not found"),
+    InsufficientStock = ("insufficient_stock", CONFLICT, "Insufficient stock"),
+    BelowReserved = ("below_reserved", CONFLICT, "On-hand below reserved units"),
+    OnHandLimit = ("on_hand_limit", CONFLICT, "On-hand limit exceeded"),
+    ReservationExpired = ("reservation_expired", GONE, "Reservation expired"),
+    ReservationReleased = ("reservation_released", CONFLICT, "Reservation released"),
+    ReservationCommitted = ("reservation_committed", CONFLICT, "Reservation committed"),
+    ReservationRejected = ("reservation_rejected", CONFLICT, "Reservation rejected"),
+    OrderMismatch = ("order_mismatch", CONFLICT, "Reservation committed to another order"),
+    CartClosed = ("cart_closed", CONFLICT, "Cart already ordered"),
+    EventIdReused = ("event_id_reused", CONFLICT, "Event id reused with another content"),
+    IdempotencyKeyReused = ("idempotency_key_reused", UNPROCESSABLE_ENTITY, "Idempotency-Key reused"),
+    Unauthorized = ("unauthorized", UNAUTHORIZED, "Authentication required"),
+    Forbidden = ("forbidden", FORBIDDEN, "Forbidden"),
+    ServiceBusy = ("service_busy", SERVICE_UNAVAILABLE, "Service busy"),
+    InternalError = ("internal_error", INTERNAL_SERVER_ERROR, "Internal error"),
 }
 
 /// One problem occurrence, ready to become a response.

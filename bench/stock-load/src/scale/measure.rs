@@ -153,7 +153,7 @@ pub async fn measure(
         .map(|target| {
             Ok(Session {
                 endpoint: HttpEndpoint::parse(target.base_url)?,
-                rng: Rng::seeded(target.products),
+                rng: Rng::new(),
                 target,
                 held: Vec::new(),
                 cursors: Cursors::default(),

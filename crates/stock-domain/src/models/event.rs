@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use super::ids::{ProductId, WarehouseId};
 
-/// The seed's event names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The seed's event names (each variant's name, as written).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr)]
 pub enum EventKind {
     StockUpdated,
     StockAdjusted,
@@ -21,16 +21,7 @@ pub enum EventKind {
 
 impl EventKind {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::StockUpdated => "StockUpdated",
-            Self::StockAdjusted => "StockAdjusted",
-            Self::StockReserved => "StockReserved",
-            Self::StockReleased => "StockReleased",
-            Self::StockCommitted => "StockCommitted",
-            Self::ReservationExpired => "ReservationExpired",
-            Self::LowStockAlert => "LowStockAlert",
-            Self::OutOfStock => "OutOfStock",
-        }
+        self.into()
     }
 
     /// An alert an admin may want to be told about at once: `LowStockAlert`, `OutOfStock`.

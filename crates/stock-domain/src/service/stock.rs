@@ -65,8 +65,20 @@ pub enum UpdateStockError {
 
 /// Why units are added or removed. Receipts and returns add, damage, loss and theft
 /// remove; corrections and transfers go either way.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    strum::EnumIter,
+    strum::EnumString,
+    strum::IntoStaticStr,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 pub enum AdjustmentReason {
     Restock,
     Return,
@@ -78,30 +90,18 @@ pub enum AdjustmentReason {
 }
 
 impl AdjustmentReason {
-    pub const ALL: [Self; 7] = [
-        Self::Restock,
-        Self::Return,
-        Self::Damage,
-        Self::Loss,
-        Self::Theft,
-        Self::Correction,
-        Self::Transfer,
-    ];
+    /// Every reason, in declaration order.
+    pub fn all() -> impl Iterator<Item = Self> {
+        <Self as strum::IntoEnumIterator>::iter()
+    }
 
+    /// The reason named exactly (`RESTOCK`, …), or `None`.
     pub fn parse(raw: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|r| r.as_str() == raw)
+        raw.parse().ok()
     }
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Restock => "RESTOCK",
-            Self::Return => "RETURN",
-            Self::Damage => "DAMAGE",
-            Self::Loss => "LOSS",
-            Self::Theft => "THEFT",
-            Self::Correction => "CORRECTION",
-            Self::Transfer => "TRANSFER",
-        }
+        self.into()
     }
 
     /// Whether a change of this sign makes sense for the reason.

@@ -198,7 +198,9 @@ fn warehouse_or_default(raw: Option<&str>) -> Result<WarehouseId, Problem> {
 
 fn reason(raw: &str) -> Result<AdjustmentReason, Problem> {
     AdjustmentReason::parse(raw).ok_or_else(|| {
-        let allowed: Vec<&str> = AdjustmentReason::ALL.iter().map(|r| r.as_str()).collect();
+        let allowed: Vec<&str> = AdjustmentReason::all()
+            .map(AdjustmentReason::as_str)
+            .collect();
         Problem::new(
             Code::InvalidReason,
             format!("reason must be one of {}", allowed.join(", ")),
