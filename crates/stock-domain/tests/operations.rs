@@ -661,6 +661,21 @@ fn lookup_of_an_unknown_reservation_is_not_found() {
     ));
 }
 
+#[test]
+fn a_reservation_under_an_idempotency_key_is_named_by_a_version_5_uuid_of_the_key() {
+    let w = World::new();
+    stocked(&w, "p", 10);
+    let mut cmd = reserve(&[("p", 1)]);
+    cmd.idempotency_key = key("order-7-line-1");
+    let first = w.svc().reserve(cmd.clone()).unwrap().reservation_id;
+    let again = w.svc().reserve(cmd.clone()).unwrap().reservation_id;
+    assert_eq!(first, again);
+    let uuid = uuid::Uuid::parse_str(first.as_str()).unwrap();
+    assert_eq!(uuid.get_version_num(), 5);
+    cmd.idempotency_key = key("order-7-line-2");
+    assert_ne!(w.svc().reserve(cmd).unwrap().reservation_id, first);
+}
+
 // ---- Expiry sweep ----
 
 #[test]

@@ -11,6 +11,9 @@ use crate::ports::{Clock, IdGenerator, KeyValueStore};
 use crate::service::StockService;
 use crate::storage::{self, EngineError, keys};
 
+/// The namespace of reservation ids derived from an `Idempotency-Key` (UUID version 5).
+const RESERVATION_NAMESPACE: uuid::Uuid = uuid::uuid!("5f0c7a52-6f1e-4b8e-9d43-2a61c0b7e9d1");
+
 impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
     pub fn reserve(&self, cmd: Reserve) -> Result<ReservationView, ReserveError> {
         self.then_sweep(self.reserve_now(cmd))
@@ -53,16 +56,11 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
             .collect();
         let (id, fingerprint) = match &cmd.idempotency_key {
             Some(key) => {
-                let a = storage::digest(&["reservation", key.as_str()]);
-                let b = storage::digest(&["reservation-id", key.as_str()]);
-                let id = format!(
-                    "{:08x}-{:04x}-5{:03x}-8{:03x}-{:012x}",
-                    a >> 32,
-                    (a >> 16) & 0xffff,
-                    a & 0xfff,
-                    (b >> 48) & 0xfff,
-                    b & 0xffff_ffff_ffff
-                );
+                // A name-based UUID (RFC 9562 §5.5, version 5): the same key always names
+                // the same reservation, whichever node or retry computes it.
+                let id = uuid::Uuid::new_v5(&RESERVATION_NAMESPACE, key.as_str().as_bytes())
+                    .hyphenated()
+                    .to_string();
                 let fingerprint = format!("{:016x}", storage::digest(&[&request]));
                 (id, Some(fingerprint))
             }
