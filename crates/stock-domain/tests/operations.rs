@@ -558,8 +558,7 @@ fn one_line_releases_and_commits_are_recorded_with_the_products_next_history_bat
         serde_json::from_slice(&w.kv.snapshot()[&stock_domain::storage::keys::product(&pid("p"))])
             .unwrap();
     assert!(
-        !product.inflight.contains_key(committed.as_str())
-            && !product.inflight.contains_key(released.as_str()),
+        !product.inflight.contains_key(&committed) && !product.inflight.contains_key(&released),
         "entries of recorded reservations leave the product record: {:?}",
         product.inflight.keys()
     );
@@ -697,10 +696,7 @@ fn the_sweep_records_each_expiry_once() {
         .filter(|e| e.kind == EventKind::ReservationExpired)
         .collect();
     assert_eq!(expired.len(), 1);
-    assert_eq!(
-        expired[0].reservation_id.as_deref(),
-        Some(r.reservation_id.as_str())
-    );
+    assert_eq!(expired[0].reservation_id.as_ref(), Some(&r.reservation_id));
     w.check_settled();
 }
 
@@ -807,7 +803,10 @@ fn history_lists_every_change_in_order_with_paging() {
     assert_eq!(kinds[0], EventKind::StockUpdated);
     assert_eq!(kinds[13], EventKind::StockReserved);
     assert_eq!(kinds[14], EventKind::StockCommitted);
-    assert_eq!(all.entries[14].order_id.as_deref(), Some("o9"));
+    assert_eq!(
+        all.entries[14].order_id.as_ref().map(OrderId::as_str),
+        Some("o9")
+    );
     assert_eq!(all.next_after, None);
     w.check_settled();
 }

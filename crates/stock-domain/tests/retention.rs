@@ -125,7 +125,7 @@ fn settled_reservations_are_kept_for_their_retention_then_deleted() {
         history
             .iter()
             .any(|e| e.kind == EventKind::ReservationExpired
-                && e.reservation_id.as_deref() == Some(lapsing.as_str()))
+                && e.reservation_id.as_ref() == Some(&lapsing))
     );
     w.check();
 }

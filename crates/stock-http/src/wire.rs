@@ -217,9 +217,9 @@ pub struct EventData {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reservation_id: Option<String>,
+    pub reservation_id: Option<ReservationId>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub order_id: Option<String>,
+    pub order_id: Option<OrderId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
     /// Epoch milliseconds, like every other time on the wire.
@@ -338,7 +338,7 @@ mod tests {
                 committed: 0,
             },
             reason: None,
-            reservation_id: Some("r-1".to_owned()),
+            reservation_id: ReservationId::parse("r-1").ok(),
             order_id: None,
             idempotency_key: None,
             op: "internal-op".to_owned(),

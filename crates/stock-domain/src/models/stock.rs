@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use super::event::{HistoryEntry, Levels};
-use super::ids::{OrderId, ProductId, WarehouseId};
+use super::ids::{OrderId, ProductId, ReservationId, WarehouseId};
 
 /// One warehouse's figures for one product.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,7 +157,7 @@ pub struct ProductRecord {
     pub ops: VecDeque<String>,
     /// Reservation lines whose product step is done but whose reservation is not settled.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub inflight: BTreeMap<String, InflightLine>,
+    pub inflight: BTreeMap<ReservationId, InflightLine>,
     /// The product directory slot whose entry lists this product (see `indexes`); an
     /// entry of another slot is a leftover of a creation that lost its race or died.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -327,6 +327,21 @@ mod tests {
     fn holds_of_odd_length_are_refused() {
         let json = r#"{"on_hand":1,"committed":0,"low_stock_threshold":0,"holds":[5]}"#;
         assert!(serde_json::from_str::<WarehouseStock>(json).is_err());
+    }
+
+    /// A record as the service stored it while its ids were plain strings: typed ids
+    /// read it and write it back byte for byte.
+    #[test]
+    fn a_record_stored_with_string_ids_reads_and_writes_back_unchanged() {
+        let rid = "0b6e4d1c-5f0a-5b7e-9c61-2f4a8d9e3b17";
+        let stored = format!(
+            r#"{{"version":3,"updated_at":1795311138000,"warehouses":{{"default":{{"on_hand":5,"committed":1,"low_stock_threshold":0}}}},"seq":2,"outbox":[{{"seq":2,"kind":"StockCommitted","product_id":"p","time":1795311138000,"quantity":1,"before":{{"on_hand":5,"reserved":1,"available":4,"committed":0}},"after":{{"on_hand":5,"reserved":0,"available":4,"committed":1}},"reservation_id":"{rid}","order_id":"o-1","op":"r00000000000000ab"}}],"ops":["r00000000000000ab","k00000000000000cd.2"],"inflight":{{"{rid}":{{"effect":"committed","allocations":[],"expires_at":1795311200000,"since":1795311138000,"op":"r00000000000000ab","committed":1,"order_id":"o-1"}}}}}}"#
+        );
+        let record: ProductRecord = serde_json::from_str(&stored).unwrap();
+        let id = ReservationId::parse(rid).unwrap();
+        assert_eq!(record.inflight[&id].committed, Some(1));
+        assert_eq!(record.outbox[0].reservation_id.as_ref(), Some(&id));
+        assert_eq!(serde_json::to_string(&record).unwrap(), stored);
     }
 
     #[test]

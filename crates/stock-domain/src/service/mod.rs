@@ -29,8 +29,8 @@ use std::sync::{Mutex, PoisonError};
 
 use crate::indexes::{self, Due};
 use crate::models::{
-    EventKind, HistoryEntry, LineEffect, ProductId, ProductRecord, ReservationRecord,
-    ReservationState, StockStatus, WarehouseId,
+    EventKind, HistoryEntry, LineEffect, OrderId, ProductId, ProductRecord, ReservationId,
+    ReservationRecord, ReservationState, StockStatus, WarehouseId,
 };
 use crate::ports::{Clock, IdGenerator, KeyValueStore};
 use crate::storage::{
@@ -92,8 +92,8 @@ pub(crate) struct NewEvent {
     pub warehouse_id: Option<WarehouseId>,
     pub quantity: i64,
     pub reason: Option<String>,
-    pub reservation_id: Option<String>,
-    pub order_id: Option<String>,
+    pub reservation_id: Option<ReservationId>,
+    pub order_id: Option<OrderId>,
     pub idempotency_key: Option<String>,
     /// For a one-line reservation's `StockReserved`: when its hold lapses, so the product
     /// write files the entry for the sweep (`ProductRecord::due`). Not part of the entry.
@@ -125,9 +125,9 @@ pub(crate) enum Step<R> {
     Keep(R),
 }
 
-fn released_event(reservation_id: &str, units: u64, reason: Option<&str>) -> NewEvent {
+fn released_event(reservation_id: &ReservationId, units: u64, reason: Option<&str>) -> NewEvent {
     let mut e = NewEvent::new(EventKind::StockReleased, units as i64);
-    e.reservation_id = Some(reservation_id.to_owned());
+    e.reservation_id = Some(reservation_id.clone());
     e.reason = reason.map(str::to_owned);
     e
 }
@@ -211,7 +211,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
 
     fn read_reservation(
         &self,
-        id: &crate::models::ReservationId,
+        id: &ReservationId,
     ) -> Result<Option<ReservationRecord>, EngineError> {
         storage::read(&self.kv, &keys::reservation(id))
     }
@@ -399,10 +399,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
             if entry.effect == LineEffect::Held || record.inflight.get(rid) != Some(entry) {
                 continue;
             }
-            let Ok(res_id) = crate::models::ReservationId::parse(rid.as_str()) else {
-                continue;
-            };
-            let Some(reservation) = self.read_reservation(&res_id)? else {
+            let Some(reservation) = self.read_reservation(rid)? else {
                 continue;
             };
             let recorded = match entry.effect {
@@ -418,7 +415,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
             }
             let (units, order_id) = (entry.committed.unwrap_or(0), entry.order_id.clone());
             let done = reservation.finished(entry.effect, units, order_id, entry.since);
-            batch.push((keys::reservation(&res_id), storage::encode(&done)));
+            batch.push((keys::reservation(rid), storage::encode(&done)));
             record.inflight.remove(rid);
         }
         Ok(batch)
@@ -435,18 +432,14 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         events: &mut Vec<NewEvent>,
         now: u64,
     ) -> Result<(), EngineError> {
-        let mut oldest: Vec<(u64, String)> = record
+        let mut oldest: Vec<(u64, ReservationId)> = record
             .inflight
             .iter()
             .map(|(rid, line)| (line.since, rid.clone()))
             .collect();
         oldest.sort();
         for (_, rid) in oldest.into_iter().take(SETTLE_PER_WRITE) {
-            let Ok(res_id) = crate::models::ReservationId::parse(rid.as_str()) else {
-                record.inflight.remove(&rid);
-                continue;
-            };
-            let Some(reservation) = self.read_reservation(&res_id)? else {
+            let Some(reservation) = self.read_reservation(&rid)? else {
                 // A one-line reservation whose record is not written yet, or never will
                 // be (its request died): look again later, behind the others, until a
                 // retry records it or its hold lapses (`ProductRecord::prune`).

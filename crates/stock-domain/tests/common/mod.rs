@@ -342,7 +342,7 @@ impl World {
                 .iter()
                 .filter(|r| r.state == ReservationState::Pending)
             {
-                let Some(e) = record.inflight.get(r.id.as_str()) else {
+                let Some(e) = record.inflight.get(&r.id) else {
                     continue;
                 };
                 if e.effect == LineEffect::Held {
@@ -415,7 +415,7 @@ fn pending_units(
                 && r.state == ReservationState::Pending
                 && record
                     .inflight
-                    .get(r.id.as_str())
+                    .get(&r.id)
                     .is_none_or(|e| e.effect == LineEffect::Held)
         })
         .flat_map(|r| &r.lines)

@@ -2,8 +2,8 @@
 //! or turned into committed units on a product record.
 
 use crate::models::{
-    Allocation, EventKind, InflightLine, LineEffect, OrderId, ProductRecord, WarehouseId,
-    WarehouseStock,
+    Allocation, EventKind, InflightLine, LineEffect, OrderId, ProductRecord, ReservationId,
+    WarehouseId, WarehouseStock,
 };
 use crate::service::{NewEvent, released_event};
 
@@ -103,7 +103,7 @@ pub(super) fn expiry(now: u64, ttl_ms: u64) -> u64 {
 /// A decided release or commit of one reservation line, as its product step applies it
 /// (the one-line protocol's decision, or a multi-line reservation's finishing step).
 pub(super) struct DecidedLine<'a> {
-    pub reservation_id: &'a str,
+    pub reservation_id: &'a ReservationId,
     /// The operation id of this step, kept in the in-flight entry it leaves.
     pub op: &'a str,
     /// `Released` or `Committed`.
@@ -140,7 +140,7 @@ impl DecidedLine<'_> {
                 release_allocations(&mut next.warehouses, self.allocations, self.expires_at, now);
         }
         next.inflight.insert(
-            self.reservation_id.to_owned(),
+            self.reservation_id.clone(),
             InflightLine {
                 effect: self.target,
                 allocations: Vec::new(),
@@ -157,8 +157,8 @@ impl DecidedLine<'_> {
         }
         if committing {
             let mut e = NewEvent::new(EventKind::StockCommitted, committed as i64);
-            e.reservation_id = Some(self.reservation_id.to_owned());
-            e.order_id = self.order_id.map(|o| o.to_string());
+            e.reservation_id = Some(self.reservation_id.clone());
+            e.order_id = self.order_id.cloned();
             if let Some(asked) = self.asked
                 && committed < asked
             {

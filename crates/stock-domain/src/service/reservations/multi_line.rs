@@ -121,7 +121,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         record: &ReservationRecord,
         line: &ReservationLine,
     ) -> Result<Placement, EngineError> {
-        let rid = record.id.as_str();
+        let rid = &record.id;
         self.fresh_product_step(&line.product_id, |current, now, op| {
             let Some(current) = current else {
                 return Ok(Step::Keep(Placement::Short(Shortage {
@@ -166,7 +166,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                     .add_hold(record.expires_at, a.quantity);
                 let mut e = NewEvent::new(EventKind::StockReserved, a.quantity as i64);
                 e.warehouse_id = Some(a.warehouse_id.clone());
-                e.reservation_id = Some(rid.to_owned());
+                e.reservation_id = Some(rid.clone());
                 e.idempotency_key = record.idempotency_key.clone();
                 // A one-line reservation is found by the sweep through its product.
                 if record.lines.len() == 1 {
@@ -175,7 +175,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                 events.push(e);
             }
             next.inflight.insert(
-                rid.to_owned(),
+                rid.clone(),
                 InflightLine {
                     effect: LineEffect::Held,
                     allocations: allocations.clone(),
@@ -234,7 +234,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         line: &ReservationLine,
         target: LineEffect,
     ) -> Result<u64, EngineError> {
-        let rid = record.id.as_str();
+        let rid = &record.id;
         self.fresh_product_step(&line.product_id, |current, now, op| {
             let Some(current) = current else {
                 return Ok(Step::Keep(0));

@@ -76,7 +76,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         let Some(product) = self.read_product(&record.lines[0].product_id)? else {
             return Ok(record);
         };
-        Ok(match product.inflight.get(record.id.as_str()) {
+        Ok(match product.inflight.get(&record.id) {
             Some(e) if e.effect != LineEffect::Held => {
                 let (units, order_id) = (e.committed.unwrap_or(0), e.order_id.clone());
                 // Stamped with the time of the step, so every lookup shows the same record.
@@ -110,7 +110,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         order_id: Option<&OrderId>,
     ) -> Result<LineOutcome, EngineError> {
         let line = &record.lines[0];
-        let rid = record.id.as_str();
+        let rid = &record.id;
         self.fresh_product_step(&line.product_id, |current, now, op| {
             let Some(current) = current else {
                 return Ok(Step::Keep(LineOutcome::Lapsed));
