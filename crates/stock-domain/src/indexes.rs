@@ -46,7 +46,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use crate::models::{CartId, ProductId, ReservationId};
+use crate::models::{CartId, OpId, ProductId, ReservationId};
 use crate::service::InvalidCursor;
 use crate::storage::{digest, versioned_record};
 
@@ -155,13 +155,13 @@ pub struct DirPage {
     pub version: u64,
     pub updated_at: u64,
     #[serde(default)]
-    pub ops: VecDeque<String>,
+    pub ops: VecDeque<OpId>,
 }
 
 /// An alert-set entry: the token its writer stores in the product, and when it was added.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AlertToken {
-    pub token: String,
+    pub token: OpId,
     pub since: u64,
 }
 
@@ -172,7 +172,7 @@ pub struct AlertShard {
     pub version: u64,
     pub updated_at: u64,
     #[serde(default)]
-    pub ops: VecDeque<String>,
+    pub ops: VecDeque<OpId>,
 }
 
 /// One shard of one due bucket: encoded [`Due`] entry → the time from which it is due.
@@ -182,7 +182,7 @@ pub struct DueShard {
     pub version: u64,
     pub updated_at: u64,
     #[serde(default)]
-    pub ops: VecDeque<String>,
+    pub ops: VecDeque<OpId>,
 }
 
 /// The buckets of one day that hold (or held) due shards.
@@ -192,7 +192,7 @@ pub struct DueDay {
     pub version: u64,
     pub updated_at: u64,
     #[serde(default)]
-    pub ops: VecDeque<String>,
+    pub ops: VecDeque<OpId>,
 }
 
 /// The first due bucket that may still hold entries.
@@ -202,7 +202,7 @@ pub struct DueMark {
     pub version: u64,
     pub updated_at: u64,
     #[serde(default)]
-    pub ops: VecDeque<String>,
+    pub ops: VecDeque<OpId>,
 }
 
 versioned_record!(DirPage, 16);

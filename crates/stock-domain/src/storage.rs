@@ -20,6 +20,7 @@ use std::collections::VecDeque;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::models::OpId;
 use crate::ports::{CasHandle, Clock, IdGenerator, KeyValueStore, KvError, SwapError};
 
 /// Key layout. Prefixes are distinct so that listing the store can tell records apart.
@@ -61,8 +62,8 @@ pub trait Record: Serialize + DeserializeOwned + Clone {
     /// How many operation ids the record remembers. It must exceed the number of writes
     /// that can land on one key between a writer's swap and its next read.
     const RING: usize;
-    fn ops(&self) -> &VecDeque<String>;
-    fn ops_mut(&mut self) -> &mut VecDeque<String>;
+    fn ops(&self) -> &VecDeque<OpId>;
+    fn ops_mut(&mut self) -> &mut VecDeque<OpId>;
     /// Marks a new version written at `now`.
     fn touch(&mut self, now: u64);
 }
@@ -72,10 +73,10 @@ macro_rules! versioned_record {
     ($record:ty, $ring:expr) => {
         impl $crate::storage::Record for $record {
             const RING: usize = $ring;
-            fn ops(&self) -> &std::collections::VecDeque<String> {
+            fn ops(&self) -> &std::collections::VecDeque<$crate::models::OpId> {
                 &self.ops
             }
-            fn ops_mut(&mut self) -> &mut std::collections::VecDeque<String> {
+            fn ops_mut(&mut self) -> &mut std::collections::VecDeque<$crate::models::OpId> {
                 &mut self.ops
             }
             fn touch(&mut self, now: u64) {
@@ -96,7 +97,7 @@ pub enum EngineError {
     /// A call found its own fresh operation id applied by a write it has no account
     /// of: the store answered something no shipped store should.
     #[error("record {key} holds operation {op}, which this call never saw land")]
-    Unaccounted { key: String, op: String },
+    Unaccounted { key: String, op: OpId },
     #[error("record {key} is not readable: {source}")]
     Corrupt {
         key: String,
@@ -200,7 +201,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> Engine<'_, K, C, I> {
     pub fn update<T, R, E>(
         &self,
         key: &str,
-        op: &str,
+        op: &OpId,
         mut decide: impl FnMut(Option<&T>, u64) -> Result<Decision<T, R>, E>,
     ) -> Result<Outcome<T, R>, E>
     where
@@ -212,7 +213,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> Engine<'_, K, C, I> {
         // had landed, and a success may not yet show in a read), with the result it
         // stands for. Each attempt writes its own tag of the operation id, so the record
         // tells which attempt landed; none is ever forgotten.
-        let mut unsure: Vec<(String, R)> = Vec::new();
+        let mut unsure: Vec<(OpId, R)> = Vec::new();
         // Whether this call won the election to create the record, once it has run one.
         let mut elected: Option<bool> = None;
         for attempt in 0..self.policy.max_attempts {
@@ -244,7 +245,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> Engine<'_, K, C, I> {
                 Decision::Keep(result) => return Ok(Outcome::Kept(result)),
                 Decision::Write(next, result) => (next, result),
             };
-            let tag = tag(op, attempt);
+            let tag = op.attempt(attempt);
             let ring = next.ops_mut();
             ring.push_back(tag.clone());
             while ring.len() > T::RING {
@@ -297,26 +298,9 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> Engine<'_, K, C, I> {
     }
 }
 
-/// The ring entry that attempt `attempt` of operation `op` writes: `op` itself for the
-/// first attempt, `op.N` for attempt N.
-fn tag(op: &str, attempt: u32) -> String {
-    if attempt == 0 {
-        op.to_owned()
-    } else {
-        format!("{op}.{attempt}")
-    }
-}
-
 /// Whether some attempt of operation `op` is among a record's remembered ring entries.
-pub fn applied<'a>(ops: impl IntoIterator<Item = &'a String>, op: &str) -> bool {
-    ops.into_iter().any(|o| {
-        o.strip_prefix(op).is_some_and(|rest| {
-            rest.is_empty()
-                || rest
-                    .strip_prefix('.')
-                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-        })
-    })
+pub fn applied<'a>(ops: impl IntoIterator<Item = &'a OpId>, op: &OpId) -> bool {
+    ops.into_iter().any(|o| o.is_attempt_of(op))
 }
 
 /// A stable 64-bit FNV-1a digest, for operation ids and request fingerprints derived
@@ -344,18 +328,16 @@ mod tests {
 
     #[test]
     fn an_operation_is_applied_under_any_of_its_attempt_tags_only() {
-        let ring: VecDeque<String> = ["ab", "cd.3", "ef.x", "gh."]
-            .into_iter()
-            .map(String::from)
-            .collect();
-        assert!(applied(&ring, "ab"));
-        assert!(applied(&ring, "cd"));
-        assert!(!applied(&ring, "a"));
-        assert!(!applied(&ring, "c"));
-        assert!(!applied(&ring, "ef"));
-        assert!(!applied(&ring, "gh"));
-        assert_eq!(tag("ab", 0), "ab");
-        assert_eq!(tag("ab", 2), "ab.2");
+        let op = OpId::new;
+        let ring: VecDeque<OpId> = ["ab", "cd.3", "ef.x", "gh."].into_iter().map(op).collect();
+        assert!(applied(&ring, &op("ab")));
+        assert!(applied(&ring, &op("cd")));
+        assert!(!applied(&ring, &op("a")));
+        assert!(!applied(&ring, &op("c")));
+        assert!(!applied(&ring, &op("ef")));
+        assert!(!applied(&ring, &op("gh")));
+        assert_eq!(op("ab").attempt(0), op("ab"));
+        assert_eq!(op("ab").attempt(2), op("ab.2"));
     }
 
     #[test]

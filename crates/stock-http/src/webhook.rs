@@ -54,7 +54,7 @@ pub fn alert_requests(url: &Uri, entries: Vec<HistoryEntry>) -> Vec<(String, Req
 #[cfg(test)]
 mod tests {
     use serde_json::Value;
-    use stock_domain::models::{EventKind, Levels, ProductId};
+    use stock_domain::models::{EventKind, Levels, OpId, ProductId};
 
     use super::*;
 
@@ -72,7 +72,7 @@ mod tests {
             reservation_id: None,
             order_id: None,
             idempotency_key: None,
-            op: "op".to_owned(),
+            op: OpId::new("op"),
         }
     }
 

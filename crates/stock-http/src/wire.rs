@@ -303,7 +303,7 @@ pub fn rfc3339(epoch_ms: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use stock_domain::models::EventKind;
+    use stock_domain::models::{EventKind, OpId};
 
     use super::*;
 
@@ -341,7 +341,7 @@ mod tests {
             reservation_id: ReservationId::parse("r-1").ok(),
             order_id: None,
             idempotency_key: None,
-            op: "internal-op".to_owned(),
+            op: OpId::new("internal-op"),
         };
         let json = serde_json::to_value(CloudEvent::new(entry)).unwrap();
         assert_eq!(json["specversion"], "1.0");

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use super::ids::{CartId, OrderId, ProductId, ReservationId, WarehouseId};
+use super::ids::{CartId, OpId, OrderId, ProductId, ReservationId, WarehouseId};
 
 /// One reservation holding units for a cart line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,7 +54,7 @@ pub struct CartRecord {
     /// Ids of the events and other operations recently applied, to tell whether a write
     /// landed and to recognise a redelivered event.
     #[serde(default)]
-    pub ops: VecDeque<String>,
+    pub ops: VecDeque<OpId>,
 }
 
 impl CartRecord {

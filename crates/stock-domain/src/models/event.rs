@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::ids::{OrderId, ProductId, ReservationId, WarehouseId};
+use super::ids::{OpId, OrderId, ProductId, ReservationId, WarehouseId};
 
 /// The seed's event names (each variant's name, as written).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr)]
@@ -60,5 +60,5 @@ pub struct HistoryEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
     /// The operation that produced the entry.
-    pub op: String,
+    pub op: OpId,
 }

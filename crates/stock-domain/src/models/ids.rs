@@ -97,6 +97,51 @@ impl WarehouseId {
     }
 }
 
+/// An operation id: the tag a write leaves in its record's `ops` ring, by which a later
+/// read tells whether that write landed (see `storage`), and the `op` of the history
+/// entries and in-flight lines the write produces. The service mints them (a digest in
+/// hex, after a letter naming what minted it) and never takes one from a caller, so
+/// they are not validated; a retry's attempt N writes `{op}.N`. Stored as the string.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct OpId(String);
+
+impl OpId {
+    pub fn new(raw: impl Into<String>) -> Self {
+        Self(raw.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The tag attempt `attempt` of this operation writes: the id itself for the first
+    /// attempt, `{op}.N` for attempt N.
+    pub fn attempt(&self, attempt: u32) -> Self {
+        if attempt == 0 {
+            self.clone()
+        } else {
+            Self(format!("{}.{attempt}", self.0))
+        }
+    }
+
+    /// Whether this tag was written by some attempt of `op`.
+    pub fn is_attempt_of(&self, op: &OpId) -> bool {
+        self.0.strip_prefix(op.as_str()).is_some_and(|rest| {
+            rest.is_empty()
+                || rest
+                    .strip_prefix('.')
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
+    }
+}
+
+impl fmt::Display for OpId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// An `Idempotency-Key` header value: 1–255 visible ASCII characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct IdempotencyKey(String);

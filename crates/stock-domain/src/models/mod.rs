@@ -9,7 +9,9 @@ pub mod stock;
 
 pub use cart::{CartHold, CartLine, CartRecord};
 pub use event::{EventKind, HistoryEntry, Levels};
-pub use ids::{CartId, IdError, IdempotencyKey, OrderId, ProductId, ReservationId, WarehouseId};
+pub use ids::{
+    CartId, IdError, IdempotencyKey, OpId, OrderId, ProductId, ReservationId, WarehouseId,
+};
 pub use quantity::{Adjustment, MAX_UNITS, Quantity, QuantityError, StockLevel};
 pub use reservation::{
     ReservationLine, ReservationRecord, ReservationState, ReservationStatus, ReservationView,

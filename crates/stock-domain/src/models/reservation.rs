@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-use super::ids::{OrderId, ProductId, ReservationId, WarehouseId};
+use super::ids::{OpId, OrderId, ProductId, ReservationId, WarehouseId};
 use super::stock::{Allocation, LineEffect};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,7 +68,7 @@ pub struct ReservationLine {
     pub allocations: Vec<Allocation>,
     /// The operation whose product step placed the recorded hold, once confirmed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub placement: Option<String>,
+    pub placement: Option<OpId>,
     /// Units committed, once committed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub committed: Option<u64>,
@@ -94,7 +94,7 @@ pub struct ReservationRecord {
     pub shortage: Option<Shortage>,
     pub version: u64,
     #[serde(default)]
-    pub ops: VecDeque<String>,
+    pub ops: VecDeque<OpId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

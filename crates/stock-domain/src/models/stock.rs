@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use super::event::{HistoryEntry, Levels};
-use super::ids::{OrderId, ProductId, ReservationId, WarehouseId};
+use super::ids::{OpId, OrderId, ProductId, ReservationId, WarehouseId};
 
 /// One warehouse's figures for one product.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,7 +131,7 @@ pub struct InflightLine {
     /// When the product step was done (oldest lines are settled first).
     pub since: u64,
     /// The operation that did the step.
-    pub op: String,
+    pub op: OpId,
     /// Units actually committed (less than allocated only if the hold had expired and the
     /// units were sold meanwhile).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -154,7 +154,7 @@ pub struct ProductRecord {
     pub outbox: VecDeque<HistoryEntry>,
     /// Ids of the most recent operations applied, to tell whether a write landed.
     #[serde(default)]
-    pub ops: VecDeque<String>,
+    pub ops: VecDeque<OpId>,
     /// Reservation lines whose product step is done but whose reservation is not settled.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub inflight: BTreeMap<ReservationId, InflightLine>,
@@ -171,7 +171,7 @@ pub struct ProductRecord {
     /// The token of this product's entry in the alert set, set while the product may be
     /// at or below its threshold (see `indexes`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub alert: Option<String>,
+    pub alert: Option<OpId>,
 }
 
 impl ProductRecord {

@@ -12,7 +12,7 @@ use crate::indexes::{
     self, AlertShard, AlertToken, Cursor, DIR_PAGE, DIR_SHARDS, DirPage, Due, DueDay, DueMark,
     DueShard,
 };
-use crate::models::{ProductId, StockStatus, StockView};
+use crate::models::{OpId, ProductId, StockStatus, StockView};
 use crate::ports::{Clock, IdGenerator, KeyValueStore};
 use crate::storage::{self, Decision, EngineError};
 
@@ -175,8 +175,8 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
     pub(crate) fn alert_add(
         &self,
         id: &ProductId,
-        token: &str,
-        kept: Option<&str>,
+        token: &OpId,
+        kept: Option<&OpId>,
     ) -> Result<(), EngineError> {
         self.engine().update(
             &indexes::keys::alert(indexes::alert_shard(id)),
@@ -185,12 +185,11 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                 let mut next = current.cloned().unwrap_or_default();
                 let tokens = next.entries.entry(id.clone()).or_default();
                 tokens.retain(|t| {
-                    t.token != token
-                        && (Some(t.token.as_str()) == kept
-                            || t.since + indexes::ALERT_STALE_MS > now)
+                    t.token != *token
+                        && (Some(&t.token) == kept || t.since + indexes::ALERT_STALE_MS > now)
                 });
                 tokens.push(AlertToken {
-                    token: token.to_owned(),
+                    token: token.clone(),
                     since: now,
                 });
                 Ok::<_, EngineError>(Decision::Write(next, ()))
@@ -200,7 +199,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
     }
 
     /// Removes the entry of `token`, once the product record no longer holds it.
-    pub(crate) fn alert_remove(&self, id: &ProductId, token: &str) -> Result<(), EngineError> {
+    pub(crate) fn alert_remove(&self, id: &ProductId, token: &OpId) -> Result<(), EngineError> {
         self.engine().update(
             &indexes::keys::alert(indexes::alert_shard(id)),
             &self.fresh_op(),
@@ -211,14 +210,14 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                 let holds = |s: &AlertShard| {
                     s.entries
                         .get(id)
-                        .is_some_and(|ts| ts.iter().any(|t| t.token == token))
+                        .is_some_and(|ts| ts.iter().any(|t| t.token == *token))
                 };
                 if !holds(current) {
                     return Ok(Decision::Keep(()));
                 }
                 let mut next = current.clone();
                 if let Some(tokens) = next.entries.get_mut(id) {
-                    tokens.retain(|t| t.token != token);
+                    tokens.retain(|t| t.token != *token);
                     if tokens.is_empty() {
                         next.entries.remove(id);
                     }

@@ -42,7 +42,7 @@ use super::{
 };
 use crate::indexes::Due;
 use crate::models::{
-    CartHold, CartId, CartLine, CartRecord, IdempotencyKey, OrderId, ProductId, Quantity,
+    CartHold, CartId, CartLine, CartRecord, IdempotencyKey, OpId, OrderId, ProductId, Quantity,
     QuantityError, ReservationId, ReservationView, WarehouseId,
 };
 use crate::ports::{Clock, IdGenerator, KeyValueStore};
@@ -150,7 +150,7 @@ versioned_record!(CartRecord, 32);
 /// Everything derived from an event's identity.
 struct EventKeys {
     /// The cart record's operation id for the event's decision.
-    op: String,
+    op: OpId,
     /// Written once the event is fully applied.
     marker: String,
     /// The idempotency key of the event's reservation.
@@ -168,7 +168,7 @@ impl EventKeys {
             IdempotencyKey::parse(&format!("ce#{d:016x}")).expect("a digest is a valid key")
         });
         Self {
-            op: format!("e{d:016x}"),
+            op: OpId::new(format!("e{d:016x}")),
             marker: keys::idempotency("ingest", &format!("{d:016x}")),
             reservation,
         }
@@ -396,7 +396,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
     fn add_hold(
         &self,
         cart_id: &CartId,
-        op: &str,
+        op: &OpId,
         hold: &CartHold,
         mut place: impl FnMut(&mut BTreeMap<ProductId, CartLine>) -> Vec<ReservationId>,
     ) -> Result<Decided, IngestError> {
@@ -424,7 +424,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
     fn drop_lines(
         &self,
         cart_id: &CartId,
-        op: &str,
+        op: &OpId,
         current: Option<&CartRecord>,
         only: Option<&ProductId>,
     ) -> Result<Decided, IngestError> {
@@ -476,7 +476,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
     fn change_cart<R>(
         &self,
         cart_id: &CartId,
-        op: &str,
+        op: &OpId,
         mut change: impl FnMut(Option<&CartRecord>) -> Result<Option<(CartRecord, R)>, IngestError>,
     ) -> Result<(Option<CartRecord>, Option<R>), IngestError> {
         let outcome = self

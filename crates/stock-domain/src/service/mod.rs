@@ -29,7 +29,7 @@ use std::sync::{Mutex, PoisonError};
 
 use crate::indexes::{self, Due};
 use crate::models::{
-    EventKind, HistoryEntry, LineEffect, OrderId, ProductId, ProductRecord, ReservationId,
+    EventKind, HistoryEntry, LineEffect, OpId, OrderId, ProductId, ProductRecord, ReservationId,
     ReservationRecord, ReservationState, StockStatus, WarehouseId,
 };
 use crate::ports::{Clock, IdGenerator, KeyValueStore};
@@ -201,8 +201,8 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
     }
 
     /// A fresh operation id, short because every record keeps a ring of them.
-    fn fresh_op(&self) -> String {
-        format!("{:016x}", storage::digest(&[&self.ids.new_id()]))
+    fn fresh_op(&self) -> OpId {
+        OpId::new(format!("{:016x}", storage::digest(&[&self.ids.new_id()])))
     }
 
     fn read_product(&self, id: &ProductId) -> Result<Option<ProductRecord>, EngineError> {
@@ -238,7 +238,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
     pub(crate) fn write_product<R, E>(
         &self,
         id: &ProductId,
-        op: &str,
+        op: &OpId,
         mut decide: impl FnMut(Option<&ProductRecord>, u64) -> Result<Step<R>, E>,
     ) -> Result<Outcome<ProductRecord, R>, E>
     where
@@ -297,10 +297,10 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                 let low = after_status != StockStatus::InStock;
                 if low && record.alert.is_none() {
                     if !alert_added {
-                        self.alert_add(id, op, current.and_then(|c| c.alert.as_deref()))?;
+                        self.alert_add(id, op, current.and_then(|c| c.alert.as_ref()))?;
                         alert_added = true;
                     }
-                    record.alert = Some(op.to_owned());
+                    record.alert = Some(op.clone());
                 } else if !low {
                     cleared = record.alert.take();
                 }
@@ -324,7 +324,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                         reservation_id: e.reservation_id,
                         order_id: e.order_id,
                         idempotency_key: e.idempotency_key,
-                        op: op.to_owned(),
+                        op: op.clone(),
                     };
                     if entry.kind.is_alert() {
                         alerts.push(entry.clone());
@@ -453,8 +453,8 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                 .lines
                 .iter()
                 .find(|l| l.product_id == *product_id)
-                .and_then(|l| l.placement.as_deref());
-            let recorded = placement == Some(entry.op.as_str());
+                .and_then(|l| l.placement.as_ref());
+            let recorded = placement == Some(&entry.op);
             let state = reservation.state;
             use ReservationState as S;
             match (entry.effect, state) {

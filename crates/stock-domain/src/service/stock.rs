@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::{NewEvent, Step, StockService};
 use crate::indexes::Due;
 use crate::models::{
-    Adjustment, EventKind, HistoryEntry, IdempotencyKey, ProductId, ProductRecord, Quantity,
+    Adjustment, EventKind, HistoryEntry, IdempotencyKey, OpId, ProductId, ProductRecord, Quantity,
     StockLevel, StockStatus, StockView, WarehouseId, WarehouseStock,
 };
 use crate::ports::{Clock, IdGenerator, KeyValueStore};
@@ -231,7 +231,7 @@ struct Replay {
 /// Where an idempotent request's answer is kept and the operation id it writes under.
 struct Idempotency {
     key: String,
-    op: String,
+    op: OpId,
     fingerprint: String,
     raw: String,
 }
@@ -241,7 +241,7 @@ impl Idempotency {
         let d = storage::digest(&[scope, product.as_str(), key.as_str()]);
         Self {
             key: keys::idempotency(scope, &format!("{d:016x}")),
-            op: format!("k{d:016x}"),
+            op: OpId::new(format!("k{d:016x}")),
             fingerprint: format!("{:016x}", storage::digest(&[&request])),
             raw: key.as_str().to_owned(),
         }
@@ -256,7 +256,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         product: &ProductId,
         idem: Option<Idempotency>,
         mismatch: E,
-        run: impl FnOnce(&str) -> Result<Outcome<ProductRecord, ()>, E>,
+        run: impl FnOnce(&OpId) -> Result<Outcome<ProductRecord, ()>, E>,
     ) -> Result<StockView, E>
     where
         E: From<EngineError>,

@@ -387,9 +387,9 @@ impl World {
                     .map(|b| serde_json::from_slice(b).expect("reservation record"));
                 let recorded = reservation.is_some_and(|r| {
                     !r.state.is_settled()
-                        || r.lines.iter().any(|l| {
-                            &l.product_id == id && l.placement.as_deref() == Some(&line.op)
-                        })
+                        || r.lines
+                            .iter()
+                            .any(|l| &l.product_id == id && l.placement.as_ref() == Some(&line.op))
                 });
                 line.effect == LineEffect::Held && line.expires_at > now && !recorded
             })

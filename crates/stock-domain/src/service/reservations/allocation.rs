@@ -2,7 +2,7 @@
 //! or turned into committed units on a product record.
 
 use crate::models::{
-    Allocation, EventKind, InflightLine, LineEffect, OrderId, ProductRecord, ReservationId,
+    Allocation, EventKind, InflightLine, LineEffect, OpId, OrderId, ProductRecord, ReservationId,
     WarehouseId, WarehouseStock,
 };
 use crate::service::{NewEvent, released_event};
@@ -105,7 +105,7 @@ pub(super) fn expiry(now: u64, ttl_ms: u64) -> u64 {
 pub(super) struct DecidedLine<'a> {
     pub reservation_id: &'a ReservationId,
     /// The operation id of this step, kept in the in-flight entry it leaves.
-    pub op: &'a str,
+    pub op: &'a OpId,
     /// `Released` or `Committed`.
     pub target: LineEffect,
     /// An in-flight hold to give back first, whatever the target.
@@ -146,7 +146,7 @@ impl DecidedLine<'_> {
                 allocations: Vec::new(),
                 expires_at: self.expires_at,
                 since: now,
-                op: self.op.to_owned(),
+                op: self.op.clone(),
                 committed: committing.then_some(committed),
                 order_id: self.order_id.cloned(),
             },

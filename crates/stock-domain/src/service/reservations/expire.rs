@@ -5,7 +5,7 @@
 use super::{ExpireError, ExpireReport, STALE_AFTER_MS};
 use crate::indexes::{self, Cursor, Due, DueDay, DueMark, DueShard};
 use crate::models::{
-    EventKind, LineEffect, ProductId, ProductRecord, ReservationId, ReservationRecord,
+    EventKind, LineEffect, OpId, ProductId, ProductRecord, ReservationId, ReservationRecord,
     ReservationState,
 };
 use crate::ports::{Clock, IdGenerator, KeyValueStore};
@@ -321,10 +321,10 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         // Progress is kept in the product record, so the next call starts where this one
         // stopped; the bucket goes once its span is done (a reserve that extended the
         // span meanwhile keeps it).
-        let op = format!(
+        let op = OpId::new(format!(
             "s{:016x}",
             storage::digest(&["sweep", id.as_str(), &span.to_string(), &seq.to_string()])
-        );
+        ));
         let outcome = self.write_product(id, &op, |current, _| {
             let Some(current) = current else {
                 return Ok::<_, ExpireError>(Step::Keep(gone));
@@ -451,7 +451,10 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         }
         // History first, keyed by an operation id derived from the reservation, so a
         // sweep that dies half-way and runs again does not record an expiry twice.
-        let op = format!("x{:016x}", storage::digest(&["expire", record.id.as_str()]));
+        let op = OpId::new(format!(
+            "x{:016x}",
+            storage::digest(&["expire", record.id.as_str()])
+        ));
         for line in &record.lines {
             self.write_product(&line.product_id, &op, |current, _| {
                 let Some(current) = current else {

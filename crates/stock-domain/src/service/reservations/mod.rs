@@ -55,7 +55,7 @@ pub(crate) use allocation::unhold;
 use super::stock::engine_errors;
 use super::{Step, StockService};
 use crate::models::{
-    Allocation, IdempotencyKey, OrderId, ProductId, ProductRecord, Quantity, ReservationId,
+    Allocation, IdempotencyKey, OpId, OrderId, ProductId, ProductRecord, Quantity, ReservationId,
     Shortage, WarehouseId,
 };
 use crate::ports::{Clock, IdGenerator, KeyValueStore};
@@ -187,7 +187,7 @@ engine_errors!(
 enum Placement {
     Placed {
         allocations: Vec<Allocation>,
-        op: String,
+        op: OpId,
         /// When the hold lapses: the reservation's, or that of the placement found.
         expires_at: u64,
     },
@@ -219,7 +219,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
     fn fresh_product_step<R>(
         &self,
         id: &ProductId,
-        mut decide: impl FnMut(Option<&ProductRecord>, u64, &str) -> Result<Step<R>, EngineError>,
+        mut decide: impl FnMut(Option<&ProductRecord>, u64, &OpId) -> Result<Step<R>, EngineError>,
     ) -> Result<R, EngineError> {
         let op = self.fresh_op();
         match self.write_product(id, &op, |current, now| decide(current, now, &op))? {

@@ -181,7 +181,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                     allocations: allocations.clone(),
                     expires_at: record.expires_at,
                     since: now,
-                    op: op.to_owned(),
+                    op: op.clone(),
                     committed: None,
                     order_id: None,
                 },
@@ -191,7 +191,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                 events,
                 result: Placement::Placed {
                     allocations,
-                    op: op.to_owned(),
+                    op: op.clone(),
                     expires_at: record.expires_at,
                 },
             })
@@ -247,7 +247,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
             }
             // A hold placed by an operation other than the recorded placement is a
             // duplicate from a racing retry: give it back whatever the target.
-            let stray = entry.filter(|e| line.placement.as_deref() != Some(e.op.as_str()));
+            let stray = entry.filter(|e| line.placement.as_ref() != Some(&e.op));
             let confirmed = line.placement.is_some();
             let recorded_hold_live = confirmed && (entry.is_none() || stray.is_some());
             // "No entry" also means "step done" once another finisher has settled the

@@ -149,7 +149,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                 target,
                 // A hold placed by another operation than the recorded one is a racing
                 // duplicate: give it back whatever the target.
-                unhold: entry.filter(|e| line.placement.as_deref() != Some(e.op.as_str())),
+                unhold: entry.filter(|e| line.placement.as_ref() != Some(&e.op)),
                 allocations: &line.allocations,
                 expires_at: record.expires_at,
                 order_id,
