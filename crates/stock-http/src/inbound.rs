@@ -95,14 +95,15 @@ impl EventType {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Received {
     pub event: InboundEvent,
-    pub kind: String,
+    pub raw_type: String,
 }
 
-/// The required context attributes, and `data` if there was one.
+/// The required context attributes, and `data` if there was one. `raw_type` is the
+/// CloudEvents `type` as sent, before it is read as an [`EventType`].
 struct Envelope {
     id: String,
     source: String,
-    kind: String,
+    raw_type: String,
     data: Option<Value>,
 }
 
@@ -127,22 +128,22 @@ pub fn cloud_event(req: &Request<Vec<u8>>) -> Result<Received, Problem> {
     } else {
         structured_mode(req)?
     };
-    let kind = EventType::parse(&envelope.kind).ok_or_else(|| {
+    let event_type = EventType::parse(&envelope.raw_type).ok_or_else(|| {
         let known: Vec<&str> = EventType::all().map(EventType::as_str).collect();
         Problem::new(
             Code::UnknownEventType,
             format!(
                 "type {:?} is not consumed here; expected one of {} (optionally after a reverse-DNS prefix)",
-                envelope.kind,
+                envelope.raw_type,
                 known.join(", ")
             ),
         )
-        .with("event_type", envelope.kind.clone())
+        .with("event_type", envelope.raw_type.clone())
     })?;
     let data = match envelope.data {
         Some(Value::Object(data)) => data,
         None | Some(Value::Null) => {
-            return Err(invalid(format!("{} needs data", kind.as_str())));
+            return Err(invalid(format!("{} needs data", event_type.as_str())));
         }
         Some(_) => return Err(invalid("data must be a JSON object")),
     };
@@ -150,9 +151,12 @@ pub fn cloud_event(req: &Request<Vec<u8>>) -> Result<Received, Problem> {
         event: InboundEvent {
             id: envelope.id,
             source: envelope.source,
-            kind: inbound_kind(kind, &Data { kind, map: &data })?,
+            kind: inbound_kind(&Data {
+                event_type,
+                map: &data,
+            })?,
         },
-        kind: envelope.kind,
+        raw_type: envelope.raw_type,
     })
 }
 
@@ -222,7 +226,7 @@ fn structured_mode(req: &Request<Vec<u8>>) -> Result<Envelope, Problem> {
     Ok(Envelope {
         id: event.id().to_owned(),
         source: event.source().to_string(),
-        kind: event.ty().to_owned(),
+        raw_type: event.ty().to_owned(),
         data,
     })
 }
@@ -243,7 +247,7 @@ fn binary_mode(req: &Request<Vec<u8>>) -> Result<Envelope, Problem> {
             .ok_or_else(|| invalid(format!("the {BINARY_PREFIX}{name} header is required")))
     };
     check_specversion(&required("specversion")?)?;
-    let (id, source, kind) = (required("id")?, required("source")?, required("type")?);
+    let (id, source, raw_type) = (required("id")?, required("source")?, required("type")?);
     let data = if req.body().iter().all(u8::is_ascii_whitespace) {
         None
     } else {
@@ -255,7 +259,7 @@ fn binary_mode(req: &Request<Vec<u8>>) -> Result<Envelope, Problem> {
     Ok(Envelope {
         id,
         source,
-        kind,
+        raw_type,
         data,
     })
 }
@@ -305,7 +309,7 @@ fn header(req: &Request<Vec<u8>>, name: &str) -> Result<Option<String>, Problem>
 
 /// The `data` members of one event.
 struct Data<'a> {
-    kind: EventType,
+    event_type: EventType,
     map: &'a Map<String, Value>,
 }
 
@@ -314,7 +318,7 @@ impl Data<'_> {
         match self.map.get(member) {
             None | Some(Value::Null) => Err(invalid(format!(
                 "data.{member} is required for {}",
-                self.kind.as_str()
+                self.event_type.as_str()
             ))),
             Some(value) => Ok(value),
         }
@@ -339,9 +343,9 @@ impl Data<'_> {
     }
 }
 
-fn inbound_kind(kind: EventType, data: &Data<'_>) -> Result<InboundKind, Problem> {
+fn inbound_kind(data: &Data<'_>) -> Result<InboundKind, Problem> {
     let cart_id = cart_id(data.string("cart_id")?)?;
-    Ok(match kind {
+    Ok(match data.event_type {
         EventType::CartItemAdded => InboundKind::CartItemAdded {
             cart_id,
             product_id: product_id(data.string("product_id")?)?,
@@ -388,12 +392,12 @@ mod tests {
         builder.body(body.as_bytes().to_vec()).unwrap()
     }
 
-    fn event(kind: &str, data: Value) -> Value {
+    fn event(raw_type: &str, data: Value) -> Value {
         json!({
             "specversion": "1.0",
             "id": "e-1",
             "source": "/cart-service",
-            "type": kind,
+            "type": raw_type,
             "time": "2026-01-01T00:00:00Z",
             "datacontenttype": "application/json",
             "data": data,
@@ -445,7 +449,7 @@ mod tests {
         let cart = CartId::parse("c-1").unwrap();
         let product = ProductId::parse("SKU-1").unwrap();
         let got = parse(&added()).unwrap();
-        assert_eq!(got.kind, "CartItemAdded");
+        assert_eq!(got.raw_type, "CartItemAdded");
         assert_eq!(got.event.id, "e-1");
         assert_eq!(got.event.source, "/cart-service");
         assert!(matches!(

@@ -160,8 +160,9 @@ pub struct FeedBody {
 pub struct IngestBody {
     pub id: String,
     pub source: String,
+    /// The CloudEvents `type` as the producer sent it.
     #[serde(rename = "type")]
-    pub kind: String,
+    pub raw_type: String,
     pub duplicate: bool,
     pub reserved: Vec<ReservationBody>,
     pub released: Vec<ReservationBody>,
@@ -171,14 +172,14 @@ pub struct IngestBody {
 }
 
 impl IngestBody {
-    pub fn new(id: String, source: String, kind: String, outcome: IngestOutcome) -> Self {
+    pub fn new(id: String, source: String, raw_type: String, outcome: IngestOutcome) -> Self {
         let bodies = |views: Vec<ReservationView>| -> Vec<ReservationBody> {
             views.into_iter().map(ReservationBody::new).collect()
         };
         Self {
             id,
             source,
-            kind,
+            raw_type,
             duplicate: outcome.duplicate,
             reserved: bodies(outcome.reserved),
             released: bodies(outcome.released),

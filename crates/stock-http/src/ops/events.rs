@@ -59,12 +59,12 @@ pub fn ingest_event<K: KeyValueStore, C: Clock, I: IdGenerator>(
     respond(|| {
         authorize(req, service)?;
         query(req, &[])?;
-        let Received { event, kind } = cloud_event(req)?;
+        let Received { event, raw_type } = cloud_event(req)?;
         let (id, source) = (event.id.clone(), event.source.clone());
         let outcome = svc.ingest(event)?;
         Ok(json(
             StatusCode::OK,
-            &IngestBody::new(id, source, kind, outcome),
+            &IngestBody::new(id, source, raw_type, outcome),
         ))
     })
 }
