@@ -1,5 +1,6 @@
 //! The stock service's domain: the business rules of SPEC §2–§4, independent of Spin and
-//! HTTP. Adapters provide the [`ports`]; [`service::StockService`] does the rest.
+//! HTTP. Adapters provide the [`ports`]; [`service::StockService`] does the rest, and
+//! adapters drive it through the inbound port [`service::StockApi`].
 
 pub mod indexes;
 pub mod models;
@@ -10,4 +11,4 @@ pub mod storage;
 #[cfg(any(test, feature = "test-support"))]
 pub mod memory;
 
-pub use service::{Config, StockService};
+pub use service::{Config, StockApi, StockService};

@@ -2,7 +2,7 @@
 //! has exactly one code and status. Unexpected failures are logged to stderr with their
 //! full context and answered with the generic 500, never with their text.
 
-use stock_domain::models::MAX_UNITS;
+use stock_domain::models::{MAX_UNITS, QuantityError};
 use stock_domain::service::{
     AdjustStockError, AlertsError, CheckAvailabilityError, CommitError, ExpireError, FeedError,
     GetReservationError, GetStockError, HistoryError, IngestError, ListProductsError, ReleaseError,
@@ -46,6 +46,19 @@ fn reservation_not_found(id: &impl ToString) -> Problem {
         format!("reservation {id} does not exist"),
     )
     .with("reservation_id", id)
+}
+
+/// A refused number of units, worded for the field the caller sent (`quantity`,
+/// `low_stock_threshold`, `lines[1].quantity`…): the domain's variant says what is wrong
+/// with the value, the adapter knows where the value came from.
+pub(crate) fn invalid_units(code: Code, field: &str, error: QuantityError) -> Problem {
+    let detail = match error {
+        QuantityError::Zero => format!("{field} must be greater than zero"),
+        QuantityError::Negative => format!("{field} must not be negative"),
+        QuantityError::TooLarge => format!("{field} must not exceed {MAX_UNITS}"),
+        QuantityError::ZeroAdjustment => format!("{field} must not be zero"),
+    };
+    Problem::new(code, detail)
 }
 
 impl From<UpdateStockError> for Problem {
@@ -148,11 +161,11 @@ impl From<ReserveError> for Problem {
                 let id = id.to_string();
                 Problem::new(Code::DuplicateLine, e.to_string()).with("product_id", id)
             }
-            ReserveError::TtlOutOfRange { max_ms } => Problem::new(
+            ReserveError::TtlOutOfRange { max_seconds } => Problem::new(
                 Code::InvalidTtl,
-                format!("ttl_seconds must be between 1 and {}", max_ms / 1000),
+                format!("ttl_seconds must be between 1 and {max_seconds}"),
             )
-            .with("max_ttl_seconds", max_ms / 1000),
+            .with("max_ttl_seconds", max_seconds),
             ReserveError::ProductNotFound(id) => product_not_found(&id),
             ReserveError::InsufficientStock {
                 ref product_id,
@@ -237,8 +250,8 @@ impl From<IngestError> for Problem {
     fn from(e: IngestError) -> Self {
         match e {
             IngestError::MissingEventId => Problem::new(Code::InvalidEvent, e.to_string()),
-            IngestError::InvalidQuantity(ref q) => {
-                Problem::new(Code::InvalidQuantity, format!("data.{q}"))
+            IngestError::InvalidQuantity(q) => {
+                invalid_units(Code::InvalidQuantity, "data.quantity", q)
             }
             IngestError::ProductNotFound(id) => product_not_found(&id),
             IngestError::InsufficientStock {
@@ -310,7 +323,7 @@ mod tests {
             (ReserveError::TooManyLines { max: 100 }, Code::TooManyLines),
             (ReserveError::DuplicateLine(sku()), Code::DuplicateLine),
             (
-                ReserveError::TtlOutOfRange { max_ms: 7_200_000 },
+                ReserveError::TtlOutOfRange { max_seconds: 7200 },
                 Code::InvalidTtl,
             ),
             (ReserveError::ProductNotFound(sku()), Code::ProductNotFound),
@@ -331,7 +344,7 @@ mod tests {
 
     #[test]
     fn an_invalid_ttl_names_the_maximum_in_seconds() {
-        let p = Problem::from(ReserveError::TtlOutOfRange { max_ms: 7_200_000 });
+        let p = Problem::from(ReserveError::TtlOutOfRange { max_seconds: 7200 });
         assert_eq!(p.extension("max_ttl_seconds"), Some(&7200.into()));
     }
 

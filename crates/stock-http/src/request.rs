@@ -13,10 +13,11 @@ use http::header::CONTENT_TYPE;
 use serde::de::DeserializeOwned;
 use serde_json::Number;
 use stock_domain::models::{
-    Adjustment, CartId, IdError, IdempotencyKey, OrderId, ProductId, Quantity, QuantityError,
-    ReservationId, StockLevel, WarehouseId,
+    Adjustment, CartId, IdError, IdempotencyKey, OrderId, ProductId, Quantity, ReservationId,
+    StockLevel, WarehouseId,
 };
 
+use crate::errors::invalid_units;
 use crate::percent;
 use crate::problem::{Code, Problem};
 
@@ -302,27 +303,17 @@ fn not_whole(code: Code, field: &str) -> Problem {
 
 pub fn quantity(field: &str, units: Option<i128>) -> Result<Quantity, Problem> {
     let units = units.ok_or_else(|| not_whole(Code::InvalidQuantity, field))?;
-    Quantity::new(units).map_err(|e| quantity_problem(Code::InvalidQuantity, field, e))
+    Quantity::new(units).map_err(|e| invalid_units(Code::InvalidQuantity, field, e))
 }
 
 pub fn stock_level(code: Code, field: &str, units: Option<i128>) -> Result<StockLevel, Problem> {
     let units = units.ok_or_else(|| not_whole(code, field))?;
-    StockLevel::new(units).map_err(|e| quantity_problem(code, field, e))
+    StockLevel::new(units).map_err(|e| invalid_units(code, field, e))
 }
 
 pub fn adjustment(units: Option<i128>) -> Result<Adjustment, Problem> {
     let units = units.ok_or_else(|| not_whole(Code::InvalidAdjustment, "adjustment"))?;
-    Adjustment::new(units).map_err(|e| quantity_problem(Code::InvalidAdjustment, "adjustment", e))
-}
-
-fn quantity_problem(code: Code, field: &str, error: QuantityError) -> Problem {
-    let detail = error.to_string();
-    // The domain's messages say "quantity"; name the field the caller actually sent.
-    let detail = match detail.strip_prefix("quantity ") {
-        Some(rest) => format!("{field} {rest}"),
-        None => detail,
-    };
-    Problem::new(code, detail)
+    Adjustment::new(units).map_err(|e| invalid_units(Code::InvalidAdjustment, "adjustment", e))
 }
 
 #[cfg(test)]

@@ -5,12 +5,14 @@
 //! - `on_hand` changes only by updates, adjustments and commits, each recorded once;
 //! - every change appends history entries with a gap-free per-product sequence.
 
+mod api;
 mod feed;
 mod index;
 mod ingest;
 mod reservations;
 mod stock;
 
+pub use api::StockApi;
 pub use feed::{FEED_SETTLE_MS, FeedCursor, FeedError, FeedPage, InvalidCursor};
 pub use index::{AlertPage, AlertsError, ListProductsError, ProductPage};
 pub use ingest::{InboundEvent, InboundKind, IngestError, IngestOutcome};
@@ -64,6 +66,14 @@ pub struct Config {
     /// scheduler; 0 never does. 0 here (embedders and tests call the sweep themselves);
     /// the Spin components default to 100.
     pub sweep_every_writes: u32,
+}
+
+impl Config {
+    /// `max_ttl_ms` in the whole seconds the API speaks (adapters configure it in
+    /// seconds, so nothing is lost).
+    pub fn max_ttl_seconds(&self) -> u64 {
+        self.max_ttl_ms / 1000
+    }
 }
 
 impl Default for Config {

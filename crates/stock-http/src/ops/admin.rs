@@ -1,8 +1,7 @@
 //! Admin operations: low-stock alerts and the reservation expiry sweep.
 
 use http::{Request, Response, StatusCode};
-use stock_domain::StockService;
-use stock_domain::ports::{Clock, IdGenerator, KeyValueStore};
+use stock_domain::StockApi;
 
 use crate::auth::{Token, authorize};
 use crate::request::{optional_json_body, page_limit, query};
@@ -19,8 +18,8 @@ pub const MAX_EXPIRE_LIMIT: usize = 1_000;
 /// `GET /v1/admin/alerts?after=<next>&limit=<1..500>` (admin token) → 200 with
 /// `{"alerts": […], "next": cursor|null}`: the products at or below their threshold at
 /// this instant, in the alert set's order (stable across pages).
-pub fn stock_alerts<K: KeyValueStore, C: Clock, I: IdGenerator>(
-    svc: &StockService<K, C, I>,
+pub fn stock_alerts<S: StockApi>(
+    svc: &S,
     req: &Request<Vec<u8>>,
     admin: &Token,
 ) -> Response<Vec<u8>> {
@@ -38,8 +37,8 @@ pub fn stock_alerts<K: KeyValueStore, C: Clock, I: IdGenerator>(
 /// Reads are exact without it; the sweep records expiries in the history, finishes
 /// reservations abandoned mid-change and deletes what has outlived its retention, `limit`
 /// due entries per call.
-pub fn expire_reservations<K: KeyValueStore, C: Clock, I: IdGenerator>(
-    svc: &StockService<K, C, I>,
+pub fn expire_reservations<S: StockApi>(
+    svc: &S,
     req: &Request<Vec<u8>>,
     admin: &Token,
 ) -> Response<Vec<u8>> {

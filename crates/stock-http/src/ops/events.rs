@@ -2,8 +2,7 @@
 //! cart and order events the service consumes.
 
 use http::{Request, Response, StatusCode};
-use stock_domain::StockService;
-use stock_domain::ports::{Clock, IdGenerator, KeyValueStore};
+use stock_domain::StockApi;
 use stock_domain::service::FeedCursor;
 
 use crate::auth::{Token, authorize};
@@ -21,10 +20,7 @@ pub const MAX_FEED_LIMIT: usize = 500;
 /// "next_after": cursor}`. Entries come in one global order and only once they are
 /// older than the settling horizon (`FEED_SETTLE_MS`), so paging with `next_after`
 /// while writes go on never skips nor repeats one.
-pub fn events_feed<K: KeyValueStore, C: Clock, I: IdGenerator>(
-    svc: &StockService<K, C, I>,
-    req: &Request<Vec<u8>>,
-) -> Response<Vec<u8>> {
+pub fn events_feed<S: StockApi>(svc: &S, req: &Request<Vec<u8>>) -> Response<Vec<u8>> {
     respond(|| {
         let params = query(req, &["after", "limit"])?;
         let after = params
@@ -51,8 +47,8 @@ pub fn events_feed<K: KeyValueStore, C: Clock, I: IdGenerator>(
 /// `POST /v1/events` (service token) with one CloudEvent from the cart or order service
 /// (see [`crate::inbound`]) → 200 with what applying it did. A redelivery (same `source`
 /// and `id`) changes nothing and answers `"duplicate": true`.
-pub fn ingest_event<K: KeyValueStore, C: Clock, I: IdGenerator>(
-    svc: &StockService<K, C, I>,
+pub fn ingest_event<S: StockApi>(
+    svc: &S,
     req: &Request<Vec<u8>>,
     service: &Token,
 ) -> Response<Vec<u8>> {

@@ -1,6 +1,7 @@
 //! One function per operation: each authenticates, parses the request into a domain
-//! command, calls the service and shapes the answer. Method dispatch is the caller's
-//! (the component knows which methods its route serves).
+//! command, calls the service through its inbound port ([`stock_domain::StockApi`]) and
+//! shapes the answer. Method dispatch is the caller's (the component knows which methods
+//! its route serves).
 
 mod admin;
 mod events;

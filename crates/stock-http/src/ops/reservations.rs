@@ -3,9 +3,8 @@
 
 use http::header::{HeaderValue, LOCATION};
 use http::{Request, Response, StatusCode};
-use stock_domain::StockService;
+use stock_domain::StockApi;
 use stock_domain::models::{Quantity, ReservationStatus};
-use stock_domain::ports::{Clock, IdGenerator, KeyValueStore};
 use stock_domain::service::{Reserve, ReserveLine};
 
 use crate::auth::{Token, authorize};
@@ -20,8 +19,8 @@ use crate::wire::{CommitBody, EmptyBody, ReservationBody, ReserveBody, ReserveLi
 
 /// `POST /v1/reservations` (service token) → 201 with the reservation. A retry under
 /// the same `Idempotency-Key` gets the same reservation back.
-pub fn reserve_stock<K: KeyValueStore, C: Clock, I: IdGenerator>(
-    svc: &StockService<K, C, I>,
+pub fn reserve_stock<S: StockApi>(
+    svc: &S,
     req: &Request<Vec<u8>>,
     service: &Token,
 ) -> Response<Vec<u8>> {
@@ -34,7 +33,7 @@ pub fn reserve_stock<K: KeyValueStore, C: Clock, I: IdGenerator>(
         let ttl_ms = body
             .ttl_seconds
             .as_ref()
-            .map(|ttl| ttl_ms(units(ttl), svc.config().max_ttl_ms))
+            .map(|ttl| ttl_ms(units(ttl), svc.max_ttl_seconds()))
             .transpose()?;
         let cmd = Reserve {
             lines: lines(body)?,
@@ -135,26 +134,22 @@ fn reserve_line(line: ReserveLineBody, at: &str) -> Result<ReserveLine, Problem>
 
 /// `ttl_seconds` as milliseconds. The domain checks the configured range; here only
 /// what cannot even be expressed is refused, with the same code.
-fn ttl_ms(seconds: Option<i128>, max_ttl_ms: u64) -> Result<u64, Problem> {
+fn ttl_ms(seconds: Option<i128>, max_ttl_seconds: u64) -> Result<u64, Problem> {
     seconds
         .filter(|s| *s >= 1)
         .and_then(|s| u64::try_from(s).ok())
         .and_then(|s| s.checked_mul(1000))
         .ok_or_else(|| {
-            let max = max_ttl_ms / 1000;
             Problem::new(
                 Code::InvalidTtl,
-                format!("ttl_seconds must be a whole number between 1 and {max}"),
+                format!("ttl_seconds must be a whole number between 1 and {max_ttl_seconds}"),
             )
-            .with("max_ttl_seconds", max)
+            .with("max_ttl_seconds", max_ttl_seconds)
         })
 }
 
 /// `GET /v1/reservations/{reservation_id}` → 200 with the reservation.
-pub fn get_reservation<K: KeyValueStore, C: Clock, I: IdGenerator>(
-    svc: &StockService<K, C, I>,
-    req: &Request<Vec<u8>>,
-) -> Response<Vec<u8>> {
+pub fn get_reservation<S: StockApi>(svc: &S, req: &Request<Vec<u8>>) -> Response<Vec<u8>> {
     respond(|| {
         let id = path_reservation_id(req, "/v1/reservations/:reservation_id")?;
         query(req, &[])?;
@@ -165,8 +160,8 @@ pub fn get_reservation<K: KeyValueStore, C: Clock, I: IdGenerator>(
 
 /// `POST /v1/reservations/{reservation_id}/release` (service token) → 200 with the
 /// reservation. Idempotent by state, so an `Idempotency-Key` is checked but not needed.
-pub fn release_reservation<K: KeyValueStore, C: Clock, I: IdGenerator>(
-    svc: &StockService<K, C, I>,
+pub fn release_reservation<S: StockApi>(
+    svc: &S,
     req: &Request<Vec<u8>>,
     service: &Token,
 ) -> Response<Vec<u8>> {
@@ -183,8 +178,8 @@ pub fn release_reservation<K: KeyValueStore, C: Clock, I: IdGenerator>(
 
 /// `POST /v1/reservations/{reservation_id}/commit` with `{"order_id"}` (service token)
 /// → 200 with the reservation. Idempotent by state, like release.
-pub fn commit_reservation<K: KeyValueStore, C: Clock, I: IdGenerator>(
-    svc: &StockService<K, C, I>,
+pub fn commit_reservation<S: StockApi>(
+    svc: &S,
     req: &Request<Vec<u8>>,
     service: &Token,
 ) -> Response<Vec<u8>> {

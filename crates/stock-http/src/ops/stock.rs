@@ -2,9 +2,8 @@
 //! adjust, and read a product's history.
 
 use http::{Request, Response, StatusCode};
-use stock_domain::StockService;
+use stock_domain::StockApi;
 use stock_domain::models::{ProductId, WarehouseId};
-use stock_domain::ports::{Clock, IdGenerator, KeyValueStore};
 use stock_domain::service::{AdjustStock, AdjustmentReason, UpdateStock};
 
 use crate::auth::{Token, authorize};
@@ -28,10 +27,7 @@ pub const MAX_HISTORY_LIMIT: usize = 500;
 const STOCK: &str = "/v1/stock/:product_id";
 
 /// `GET /v1/stock/{product_id}` → 200 with the stock view.
-pub fn get_stock<K: KeyValueStore, C: Clock, I: IdGenerator>(
-    svc: &StockService<K, C, I>,
-    req: &Request<Vec<u8>>,
-) -> Response<Vec<u8>> {
+pub fn get_stock<S: StockApi>(svc: &S, req: &Request<Vec<u8>>) -> Response<Vec<u8>> {
     respond(|| {
         let id = path_product_id(req, STOCK)?;
         query(req, &[])?;
@@ -42,10 +38,7 @@ pub fn get_stock<K: KeyValueStore, C: Clock, I: IdGenerator>(
 /// `GET /v1/stock?ids=a,b,c` → 200 with `{"items": […], "not_found": […]}`;
 /// `GET /v1/stock?after=<next>&limit=<1..500>` (no `ids`) → 200 with
 /// `{"items": […], "next": cursor|null}`, every product page by page.
-pub fn get_stock_batch<K: KeyValueStore, C: Clock, I: IdGenerator>(
-    svc: &StockService<K, C, I>,
-    req: &Request<Vec<u8>>,
-) -> Response<Vec<u8>> {
+pub fn get_stock_batch<S: StockApi>(svc: &S, req: &Request<Vec<u8>>) -> Response<Vec<u8>> {
     respond(|| {
         let params = query(req, &["ids", "after", "limit"])?;
         let Some(raw) = params.get("ids") else {
@@ -84,10 +77,7 @@ pub fn get_stock_batch<K: KeyValueStore, C: Clock, I: IdGenerator>(
 
 /// `GET /v1/stock/{product_id}/availability?quantity=N[&warehouse_id=w]` → 200 with
 /// `{"product_id", "quantity", "available_quantity", "available"}`.
-pub fn check_availability<K: KeyValueStore, C: Clock, I: IdGenerator>(
-    svc: &StockService<K, C, I>,
-    req: &Request<Vec<u8>>,
-) -> Response<Vec<u8>> {
+pub fn check_availability<S: StockApi>(svc: &S, req: &Request<Vec<u8>>) -> Response<Vec<u8>> {
     respond(|| {
         let id = path_product_id(req, "/v1/stock/:product_id/availability")?;
         let params = query(req, &["quantity", "warehouse_id"])?;
@@ -109,8 +99,8 @@ pub fn check_availability<K: KeyValueStore, C: Clock, I: IdGenerator>(
 
 /// `PUT /v1/stock/{product_id}` (admin token) → 200 with the stock view. Creates the
 /// product and the warehouse if needed.
-pub fn update_stock<K: KeyValueStore, C: Clock, I: IdGenerator>(
-    svc: &StockService<K, C, I>,
+pub fn update_stock<S: StockApi>(
+    svc: &S,
     req: &Request<Vec<u8>>,
     admin: &Token,
 ) -> Response<Vec<u8>> {
@@ -135,8 +125,8 @@ pub fn update_stock<K: KeyValueStore, C: Clock, I: IdGenerator>(
 }
 
 /// `POST /v1/stock/{product_id}/adjustments` (admin token) → 200 with the stock view.
-pub fn adjust_stock<K: KeyValueStore, C: Clock, I: IdGenerator>(
-    svc: &StockService<K, C, I>,
+pub fn adjust_stock<S: StockApi>(
+    svc: &S,
     req: &Request<Vec<u8>>,
     admin: &Token,
 ) -> Response<Vec<u8>> {
@@ -159,10 +149,7 @@ pub fn adjust_stock<K: KeyValueStore, C: Clock, I: IdGenerator>(
 
 /// `GET /v1/stock/{product_id}/history?after=<seq>&limit=<1..500>` → 200 with the
 /// entries as CloudEvents and the cursor of the next page.
-pub fn stock_history<K: KeyValueStore, C: Clock, I: IdGenerator>(
-    svc: &StockService<K, C, I>,
-    req: &Request<Vec<u8>>,
-) -> Response<Vec<u8>> {
+pub fn stock_history<S: StockApi>(svc: &S, req: &Request<Vec<u8>>) -> Response<Vec<u8>> {
     respond(|| {
         let id = path_product_id(req, "/v1/stock/:product_id/history")?;
         let params = query(req, &["after", "limit"])?;

@@ -88,8 +88,10 @@ pub enum ReserveError {
     TooManyLines { max: usize },
     #[error("product {0} appears on more than one line for the same warehouse")]
     DuplicateLine(ProductId),
-    #[error("ttl must be between 1 second and {max_ms} ms")]
-    TtlOutOfRange { max_ms: u64 },
+    /// The requested hold is under a second or over the configured maximum, given in
+    /// the whole seconds the API speaks.
+    #[error("ttl must be between 1 and {max_seconds} seconds")]
+    TtlOutOfRange { max_seconds: u64 },
     #[error("product {0} does not exist")]
     ProductNotFound(ProductId),
     #[error("only {available} units of {product_id} are available, {requested} requested")]

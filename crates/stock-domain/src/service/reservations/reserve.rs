@@ -38,7 +38,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         let ttl = cmd.ttl_ms.unwrap_or(self.config.default_ttl_ms);
         if !(1000..=self.config.max_ttl_ms).contains(&ttl) {
             return Err(ReserveError::TtlOutOfRange {
-                max_ms: self.config.max_ttl_ms,
+                max_seconds: self.config.max_ttl_seconds(),
             });
         }
         let request: String = cmd
