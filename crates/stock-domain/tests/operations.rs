@@ -675,6 +675,31 @@ fn a_reservation_under_an_idempotency_key_is_named_by_a_version_5_uuid_of_the_ke
     assert_ne!(w.svc().reserve(cmd).unwrap().reservation_id, first);
 }
 
+#[test]
+fn a_reserve_retried_after_its_reservation_moved_on_answers_with_it_as_it_is_now() {
+    let w = World::new();
+    stocked(&w, "p", 10);
+    stocked(&w, "q", 10);
+    for lines in [&[("p", 2)][..], &[("p", 1), ("q", 1)][..]] {
+        let mut cmd = reserve(lines);
+        cmd.idempotency_key = key(&format!("retry-after-commit-{}", lines.len()));
+        let id = w.svc().reserve(cmd.clone()).unwrap().reservation_id;
+        w.svc().commit(&id, &order("o-retry")).unwrap();
+        let again = w.svc().reserve(cmd.clone()).unwrap();
+        assert_eq!(again.reservation_id, id);
+        assert_eq!(again.status, ReservationStatus::Committed, "{lines:?}");
+        let mut cmd = reserve(lines);
+        cmd.idempotency_key = key(&format!("retry-after-release-{}", lines.len()));
+        let id = w.svc().reserve(cmd.clone()).unwrap().reservation_id;
+        w.svc().release(&id).unwrap();
+        assert_eq!(
+            w.svc().reserve(cmd).unwrap().status,
+            ReservationStatus::Released,
+            "{lines:?}"
+        );
+    }
+}
+
 // ---- Expiry sweep ----
 
 #[test]

@@ -474,6 +474,11 @@ fn idempotency(c: &Client) -> Result<()> {
         expect(&r, 200)?;
     }
     ensure!(c.stock(&p).u64("on_hand") == 7);
+    // A reserve retried after its reservation moved on answers with it as it is now.
+    let late = reserve(&body);
+    ensure!(late.status == 201 || late.status == 200, "{}", late.raw);
+    ensure!(late.body["status"] == "COMMITTED", "{}", late.raw);
+    ensure!(c.stock(&p).u64("reserved_quantity") == 0);
     let adj = |n: i64| {
         c.call(
             "POST",

@@ -73,7 +73,14 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
             if existing.fingerprint != fingerprint {
                 return Err(ReserveError::IdempotencyMismatch);
             }
-            return self.reserve_outcome(self.drive(existing)?);
+            // As it is now: a one-line reservation's release or commit is decided in its
+            // product record before its own record says so (as a lookup reads it).
+            let current = if existing.is_one_line_pending() {
+                self.with_product_step(existing)?
+            } else {
+                self.drive(existing)?
+            };
+            return self.reserve_outcome(current);
         }
         let now = self.now();
         let record = ReservationRecord {
