@@ -185,7 +185,14 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
             return Ok(true);
         };
         match due {
-            Due::Product(id) => self.sweep_product(&id, bucket, now, budget, report),
+            // Span after span: a product filed late (by a sweep that was behind) has
+            // several lapsed; its entry here can go once none is left up to `bucket`.
+            Due::Product(id) => loop {
+                let swept = self.sweep_span(&id, bucket, now, budget, report)?;
+                if !swept.go_on || budget.spent() {
+                    break Ok(swept.settled);
+                }
+            },
             Due::Reservation(id) => {
                 budget.handled += 1;
                 budget.reads += 1;
@@ -228,28 +235,12 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         (settled_at + retention).max(now + 1)
     }
 
-    /// The one-line reservations of `product` that have lapsed, span after span (one per
-    /// due bucket), each read from the part of its history that the product record
-    /// names, up to the first whose hold has not lapsed yet; returns whether the product
-    /// has no span left up to `bucket`, where it is filed (dropping a span files the
-    /// product at the next, in `write_product`, so its later spans need no entry here).
-    fn sweep_product(
-        &self,
-        id: &ProductId,
-        bucket: u64,
-        now: u64,
-        budget: &mut Budget,
-        report: &mut ExpireReport,
-    ) -> Result<bool, ExpireError> {
-        loop {
-            let swept = self.sweep_span(id, bucket, now, budget, report)?;
-            if !swept.go_on || budget.spent() {
-                return Ok(swept.settled);
-            }
-        }
-    }
-
-    /// One step of [`Self::sweep_product`]: the earliest span up to `bucket`.
+    /// The one-line reservations of `product` in its earliest span that may have lapsed,
+    /// read from the part of its history that the product record names, up to the first
+    /// whose hold has not lapsed yet. Says whether the product has no span left up to
+    /// `bucket`, where it is filed (dropping a span files the product at the next, in
+    /// `write_product`, so its later spans need no entry here), and whether the next span
+    /// may be looked at.
     fn sweep_span(
         &self,
         id: &ProductId,
