@@ -41,11 +41,25 @@
 //!   call reads thirty records, not seven hundred thousand. The sweep removes what it
 //!   has dealt with and deletes the shards, and the day lists, that time has left
 //!   behind, so the index holds only what is still to come.
+//! - **Feed partitions** (`feed/{partition}/head`, `feed/{partition}/{page}`): the event
+//!   feed, split in a configured number of partitions by hash of the product id. Each
+//!   partition is a log of *slots*, each naming a product and the first sequence number
+//!   of a run of its history entries ([`FeedSlot`]); the entries themselves name their
+//!   slot (`HistoryEntry::feed`), so each entry is in exactly one slot, and the slots of a
+//!   product come in its history's order. A product write with entries files a slot only
+//!   when the product's last one is older than [`FEED_OPEN_MS`]: a product that keeps
+//!   trading adds one slot a second, not one per write. The slot is appended to the
+//!   partition's head by compare-and-swap (so a log has no gaps) before the product
+//!   record that names it is written; a slot whose writer died or lost its race names an
+//!   entry that does not carry it, and readers skip it. The head keeps the latest slots;
+//!   whole pages of [`FEED_PAGE`] older ones are written out, immutable, under their own
+//!   keys, before the head lets go of them.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::models::FeedSlotId;
 use crate::models::{CartId, OpId, ProductId, ReservationId};
 use crate::service::InvalidCursor;
 use crate::storage::{digest, versioned_record};
@@ -68,6 +82,14 @@ pub const DUE_BUCKETS_PER_DAY: u64 = 24 * 60 * 60 * 1000 / DUE_BUCKET_MS;
 /// An alert entry that its product does not reference is dropped only after this long:
 /// until then its writer may still be about to store the token.
 pub const ALERT_STALE_MS: u64 = 60_000;
+/// How many feed partitions there are unless configured otherwise.
+pub const FEED_PARTITIONS: u64 = 16;
+/// How long a product's feed slot takes the entries of later writes. A slot is read only
+/// once this and the settling time have passed since it was filed, so it is the feed's
+/// latency beyond settling, and a product adds at most one slot per this much time.
+pub const FEED_OPEN_MS: u64 = 1_000;
+/// Slots per written-out feed page.
+pub const FEED_PAGE: u64 = 32;
 
 pub fn dir_shard(id: &ProductId) -> u64 {
     digest(&["dir", id.as_str()]) % DIR_SHARDS
@@ -75,6 +97,11 @@ pub fn dir_shard(id: &ProductId) -> u64 {
 
 pub fn alert_shard(id: &ProductId) -> u64 {
     digest(&["alert", id.as_str()]) % ALERT_SHARDS
+}
+
+/// The feed partition of a product, out of `partitions`.
+pub fn feed_partition(id: &ProductId, partitions: u64) -> u64 {
+    digest(&["feed", id.as_str()]) % partitions.max(1)
 }
 
 pub fn due_shard(entry: &str) -> u64 {
@@ -146,6 +173,16 @@ pub mod keys {
     }
 
     pub const DUE_MARK: &str = "due/mark";
+
+    /// The head of a feed partition: its length and latest slots.
+    pub fn feed_head(partition: u64) -> String {
+        format!("feed/{partition:04}/head")
+    }
+
+    /// Slots `page * FEED_PAGE ..` of a feed partition, once written out.
+    pub fn feed_page(partition: u64, page: u64) -> String {
+        format!("feed/{partition:04}/{page:012}")
+    }
 }
 
 /// One page of a directory shard: `(slot, product)` in slot order.
@@ -205,6 +242,51 @@ pub struct DueMark {
     pub ops: VecDeque<OpId>,
 }
 
+/// One slot of a feed partition: the run of a product's history entries that starts at
+/// sequence number `from` and carries this slot's number (see [`FeedSlotId`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedSlot {
+    pub product_id: ProductId,
+    pub from: u64,
+    /// When the slot was filed (ms since epoch): it takes entries until
+    /// `at + FEED_OPEN_MS`.
+    pub at: u64,
+}
+
+/// The head of a feed partition: slots `0..len` were filed; the last `recent.len()` of
+/// them are here, the earlier ones in pages of [`FEED_PAGE`] under their own keys.
+/// `len - recent.len()` is always a multiple of [`FEED_PAGE`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedHead {
+    pub len: u64,
+    pub recent: VecDeque<FeedSlot>,
+    pub version: u64,
+    pub updated_at: u64,
+    #[serde(default)]
+    pub ops: VecDeque<OpId>,
+}
+
+impl FeedHead {
+    /// The number of the first slot the head still holds.
+    pub fn first_recent(&self) -> u64 {
+        self.len - self.recent.len() as u64
+    }
+
+    /// Slot `n`, if the head still holds it.
+    pub fn recent_slot(&self, n: u64) -> Option<&FeedSlot> {
+        let i = n.checked_sub(self.first_recent())?;
+        self.recent.get(usize::try_from(i).ok()?)
+    }
+}
+
+/// [`FEED_PAGE`] written-out slots of a feed partition, from `page * FEED_PAGE` on.
+/// Immutable once written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedPage {
+    pub slots: Vec<FeedSlot>,
+}
+
+versioned_record!(FeedHead, 32);
 versioned_record!(DirPage, 16);
 versioned_record!(AlertShard, 32);
 versioned_record!(DueShard, 32);

@@ -255,18 +255,21 @@ fn the_store_holds_products_and_history_whatever_the_business_done() {
     }
     // Then a quiet stretch longer than every retention.
     sweep_every_minute_for(&w, 31 * DAY);
-    let left: Vec<String> =
-        w.kv.snapshot()
-            .into_keys()
-            .filter(|k| !k.starts_with("hist/"))
-            .collect();
+    let left: Vec<String> = w
+        .kv
+        .snapshot()
+        .into_keys()
+        // History, and the feed pages that list its slots, are kept for ever.
+        .filter(|k| !k.starts_with("hist/") && !(k.starts_with("feed/") && !k.ends_with("/head")))
+        .collect();
     for prefix in ["res/", "idem/", "cart/", "birth/cart/", "birth/idem/"] {
         assert!(
             left.iter().all(|k| !k.starts_with(prefix)),
             "{prefix} records outlived their retention: {left:?}"
         );
     }
-    // Products, their directory and birth counters, the alert shards and the due mark.
+    // Products, their directory and birth counters, the alert shards, the due mark and
+    // the feed partitions' heads.
     let kept = [
         "stock/",
         "birth/stock/",
@@ -277,6 +280,8 @@ fn the_store_holds_products_and_history_whatever_the_business_done() {
         "birth/alert/",
         "due/mark",
         "birth/due/mark",
+        "feed/",
+        "birth/feed/",
     ];
     for k in &left {
         assert!(kept.iter().any(|p| k.starts_with(p)), "{k} is left");

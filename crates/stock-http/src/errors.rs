@@ -241,6 +241,13 @@ impl From<ExpireError> for Problem {
 impl From<FeedError> for Problem {
     fn from(e: FeedError) -> Self {
         match e {
+            FeedError::InvalidCursor(_) => Problem::new(
+                Code::InvalidCursor,
+                "after must be a next_after value returned by this feed for the same partition (or for all of them)",
+            ),
+            FeedError::InvalidPartition { .. } => {
+                Problem::new(Code::InvalidPartition, e.to_string())
+            }
             FeedError::Unknown(e) => internal("event feed", &e),
         }
     }

@@ -69,6 +69,7 @@ problem_codes! {
     TooManyLines = ("too_many_lines", BAD_REQUEST, "Too many reservation lines"),
     DuplicateLine = ("duplicate_line", BAD_REQUEST, "Duplicate reservation line"),
     InvalidCursor = ("invalid_cursor", BAD_REQUEST, "Invalid feed cursor"),
+    InvalidPartition = ("invalid_partition", BAD_REQUEST, "No such feed partition"),
     InvalidEvent = ("invalid_event", BAD_REQUEST, "Invalid CloudEvent"),
     UnknownEventType = ("unknown_event_type", BAD_REQUEST, "Unknown event type"),
     PayloadTooLarge = ("payload_too_large", PAYLOAD_TOO_LARGE, "Request body too large"),

@@ -73,6 +73,7 @@ mod tests {
             order_id: None,
             idempotency_key: None,
             op: OpId::new("op"),
+            feed: None,
         }
     }
 

@@ -145,12 +145,16 @@ pub struct HistoryBody {
     pub next_after: Option<u64>,
 }
 
-/// `GET /v1/events`: the global feed. `next_after` is the cursor to pass as `after` next
-/// time (the same one when nothing was new, `null` only before anything was ever served).
+/// `GET /v1/events`: a page of the event feed. `partitions` is how many the feed has;
+/// `partition` the one read (absent when all were); `next_after` the cursor to pass as
+/// `after` next time (the same one when nothing was new).
 #[derive(Debug, Serialize)]
 pub struct FeedBody {
+    pub partitions: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition: Option<u64>,
     pub events: Vec<CloudEvent>,
-    pub next_after: Option<FeedCursor>,
+    pub next_after: FeedCursor,
 }
 
 /// `POST /v1/events`: the event as received and what applying it did, as the
@@ -202,6 +206,9 @@ pub struct CloudEvent {
     pub subject: ProductId,
     pub time: String,
     pub datacontenttype: &'static str,
+    /// The CloudEvents Partitioning extension: the product id, the key a Kafka bridge
+    /// produces the event under, so a product's events stay in order in one partition.
+    pub partitionkey: ProductId,
     pub data: EventData,
 }
 
@@ -260,6 +267,7 @@ impl CloudEvent {
             subject: entry.product_id.clone(),
             time: rfc3339(entry.time),
             datacontenttype: "application/json",
+            partitionkey: entry.product_id.clone(),
             data: EventData {
                 seq: entry.seq,
                 product_id: entry.product_id,
@@ -343,6 +351,7 @@ mod tests {
             order_id: None,
             idempotency_key: None,
             op: OpId::new("internal-op"),
+            feed: None,
         };
         let json = serde_json::to_value(CloudEvent::new(entry)).unwrap();
         assert_eq!(json["specversion"], "1.0");
@@ -352,6 +361,7 @@ mod tests {
         assert_eq!(json["subject"], "SKU-1");
         assert_eq!(json["time"], "2023-11-14T22:13:20.123Z");
         assert_eq!(json["datacontenttype"], "application/json");
+        assert_eq!(json["partitionkey"], "SKU-1");
         assert_eq!(json["data"]["after"]["available_quantity"], 8);
         assert_eq!(json["data"]["reservation_id"], "r-1");
         assert!(!json.to_string().contains("internal-op"));

@@ -4,7 +4,7 @@
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
-use stock_domain::service::FEED_SETTLE_MS;
+use stock_domain::service::FEED_DELAY_MS;
 
 mod common;
 use common::*;
@@ -106,7 +106,7 @@ fn added(id: &str, cart: &str, product: &str, quantity: u64) -> Value {
 }
 
 #[test]
-fn the_feed_serves_every_settled_entry_once_in_time_order_with_a_cursor() {
+fn the_feed_serves_every_final_entry_once_per_partition_and_in_the_whole_feed_with_a_cursor() {
     let h = Harness::new();
     h.stock("a", 10);
     h.clock.advance(5);
@@ -114,43 +114,54 @@ fn the_feed_serves_every_settled_entry_once_in_time_order_with_a_cursor() {
     h.clock.advance(5);
     h.reserve("a", 2);
     h.reserve("b", 9);
-    // Nothing is served before it has settled.
+    // Nothing is served before it is final.
     let early = body(&h.feed(""));
     assert_eq!(early["events"], json!([]));
-    assert_eq!(early["next_after"], Value::Null);
-    h.clock.advance(FEED_SETTLE_MS + 1);
+    assert_eq!(early["partitions"], 16);
+    assert!(early.get("partition").is_none());
+    h.clock.advance(FEED_DELAY_MS);
 
-    let mut served: Vec<Value> = Vec::new();
-    let mut query = "?limit=2".to_owned();
-    loop {
-        let response = h.feed(&query);
-        assert_eq!(response.status(), StatusCode::OK);
-        assert_eq!(response.headers()[CONTENT_TYPE], "application/json");
-        let page = body(&response);
-        let events = page["events"].as_array().unwrap().clone();
-        assert!(events.len() <= 2);
-        let cursor = page["next_after"].as_str().unwrap().to_owned();
-        if events.is_empty() {
-            // Caught up: the cursor stays where it was.
-            assert!(query.ends_with(&cursor), "{query} vs {cursor}");
-            break;
+    // Pages with `next_after` until an empty page, which keeps the cursor.
+    let drain = |base: &str| -> Vec<Value> {
+        let mut served = Vec::new();
+        let mut query = base.to_owned();
+        loop {
+            let response = h.feed(&query);
+            assert_eq!(response.status(), StatusCode::OK, "{query}");
+            assert_eq!(response.headers()[CONTENT_TYPE], "application/json");
+            let page = body(&response);
+            let events = page["events"].as_array().unwrap().clone();
+            assert!(events.len() <= 2);
+            let cursor = page["next_after"].as_str().unwrap().to_owned();
+            if events.is_empty() {
+                assert!(
+                    query.ends_with(&cursor) || !query.contains("after"),
+                    "{query} vs {cursor}"
+                );
+                return served;
+            }
+            served.extend(events);
+            query = format!("{base}&after={cursor}");
         }
-        served.extend(events);
-        query = format!("?limit=2&after={cursor}");
-    }
+    };
+    let served = drain("?limit=2");
     let ids: Vec<&str> = served.iter().map(|e| e["id"].as_str().unwrap()).collect();
-    let times: Vec<u64> = served
-        .iter()
-        .map(|e| e["data"]["time"].as_u64().unwrap())
-        .collect();
-    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+    let mut by_partition = Vec::new();
+    for partition in 0..16 {
+        let page = body(&h.feed(&format!("?partition={partition}&limit=1")));
+        assert_eq!(page["partition"], partition);
+        by_partition.extend(drain(&format!("?partition={partition}&limit=2")));
+    }
+    assert_eq!(by_partition.len(), served.len());
     for product in ["a", "b"] {
-        let of_product: Vec<String> = served
-            .iter()
-            .filter(|e| e["subject"] == product)
-            .map(|e| e["id"].as_str().unwrap().to_owned())
-            .collect();
-        assert_eq!(of_product, h.history_ids(product), "{ids:?}");
+        for events in [&served, &by_partition] {
+            let of_product: Vec<String> = events
+                .iter()
+                .filter(|e| e["subject"] == product)
+                .map(|e| e["id"].as_str().unwrap().to_owned())
+                .collect();
+            assert_eq!(of_product, h.history_ids(product), "{ids:?}");
+        }
     }
     // b went low (threshold 1 with 1 left): its alert is in the feed too.
     assert!(ids.contains(&"b:3"), "{ids:?}");
@@ -158,6 +169,7 @@ fn the_feed_serves_every_settled_entry_once_in_time_order_with_a_cursor() {
     for e in &served {
         assert_eq!(e["specversion"], "1.0");
         assert_eq!(e["datacontenttype"], "application/json");
+        assert_eq!(e["partitionkey"], e["subject"]);
         assert!(e["time"].as_str().unwrap().ends_with('Z'));
     }
 }
@@ -169,6 +181,13 @@ fn bad_feed_queries_are_problems() {
         ("?after=nope", "invalid_cursor"),
         ("?after=", "invalid_cursor"),
         ("?after=1.2.bad%20id", "invalid_cursor"),
+        ("?after=0.0", "invalid_cursor"),
+        ("?partition=2&after=0.0-0.0", "invalid_cursor"),
+        ("?partition=2&after=1.0", "invalid_cursor"),
+        ("?partition=16", "invalid_partition"),
+        ("?partition=-1", "invalid_partition"),
+        ("?partition=x", "invalid_partition"),
+        ("?partition=", "invalid_partition"),
         ("?limit=0", "invalid_query"),
         ("?limit=501", "invalid_query"),
         ("?since=1", "invalid_query"),
@@ -177,7 +196,12 @@ fn bad_feed_queries_are_problems() {
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{query}");
         assert_eq!(problem_code(&response), code, "{query}");
     }
-    assert_eq!(h.feed("?after=1.1.a&limit=500").status(), StatusCode::OK);
+    assert_eq!(
+        h.feed("?partition=2&after=0.0&limit=500").status(),
+        StatusCode::OK
+    );
+    let all = vec!["0.0"; 16].join("-");
+    assert_eq!(h.feed(&format!("?after={all}")).status(), StatusCode::OK);
 }
 
 #[test]

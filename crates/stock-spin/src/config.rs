@@ -10,6 +10,9 @@ pub const MAX_TTL_SECONDS: u64 = 7200;
 const HOUR_MS: u64 = 60 * 60 * 1000;
 /// One write in this many runs a step of the expiry sweep (see `Config`).
 pub const DEFAULT_SWEEP_EVERY_WRITES: u32 = 100;
+/// The most feed partitions: a page of the whole feed reads every partition head, and its
+/// cursor names a position in each.
+pub const MAX_FEED_PARTITIONS: u64 = 1024;
 
 /// Builds the domain configuration from `lookup`, which returns a variable's value or
 /// `None` when the component does not define it.
@@ -75,6 +78,19 @@ pub fn from_lookup(
                 anyhow!("sweep_every_writes must be a whole number (0 turns it off)")
             })?,
         },
+        feed_partitions: match lookup("feed_partitions")? {
+            None => defaults.feed_partitions,
+            Some(raw) => raw
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|n| (1..=MAX_FEED_PARTITIONS).contains(n))
+                .ok_or_else(|| {
+                    anyhow!(
+                        "feed_partitions must be a whole number from 1 to {MAX_FEED_PARTITIONS}"
+                    )
+                })?,
+        },
         ..defaults
     };
     config.retry.verify_writes = verify_writes;
@@ -114,6 +130,7 @@ mod tests {
         assert_eq!(c.inbound_retention_ms, 7 * 24 * HOUR_MS);
         assert_eq!(c.settled_retention_ms, 30 * 24 * HOUR_MS);
         assert_eq!(c.sweep_every_writes, 100);
+        assert_eq!(c.feed_partitions, 16);
     }
 
     #[test]
@@ -126,6 +143,7 @@ mod tests {
             ("inbound_event_retention_hours", "3"),
             ("settled_retention_days", "4"),
             ("sweep_every_writes", "0"),
+            ("feed_partitions", "4"),
         ])
         .unwrap();
         assert_eq!(c.default_ttl_ms, 60_000);
@@ -135,6 +153,7 @@ mod tests {
         assert_eq!(c.inbound_retention_ms, 3 * HOUR_MS);
         assert_eq!(c.settled_retention_ms, 4 * 24 * HOUR_MS);
         assert_eq!(c.sweep_every_writes, 0);
+        assert_eq!(c.feed_partitions, 4);
     }
 
     #[test]
@@ -154,6 +173,8 @@ mod tests {
             ("inbound_event_retention_hours", "1.5"),
             ("settled_retention_days", "18446744073709551615"),
             ("sweep_every_writes", "-1"),
+            ("feed_partitions", "0"),
+            ("feed_partitions", "1025"),
         ] {
             assert!(config(&[(name, value)]).is_err(), "{name}={value}");
         }

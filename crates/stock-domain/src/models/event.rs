@@ -61,4 +61,16 @@ pub struct HistoryEntry {
     pub idempotency_key: Option<String>,
     /// The operation that produced the entry.
     pub op: OpId,
+    /// The feed slot the entry is served in (see `indexes`). Entries appended before the
+    /// feed was partitioned have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feed: Option<FeedSlotId>,
+}
+
+/// Where a history entry sits in the event feed: a partition, and a slot number in that
+/// partition's log (see `indexes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct FeedSlotId {
+    pub partition: u64,
+    pub slot: u64,
 }

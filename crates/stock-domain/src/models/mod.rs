@@ -8,7 +8,7 @@ pub mod reservation;
 pub mod stock;
 
 pub use cart::{CartHold, CartLine, CartRecord};
-pub use event::{EventKind, HistoryEntry, Levels};
+pub use event::{EventKind, FeedSlotId, HistoryEntry, Levels};
 pub use ids::{
     CartId, IdError, IdempotencyKey, OpId, OrderId, ProductId, ReservationId, WarehouseId,
 };
@@ -18,6 +18,6 @@ pub use reservation::{
     Shortage,
 };
 pub use stock::{
-    Allocation, InflightLine, LineEffect, ProductRecord, StockStatus, StockView, WarehouseStock,
-    WarehouseView,
+    Allocation, FeedFiling, InflightLine, LineEffect, ProductRecord, StockStatus, StockView,
+    WarehouseStock, WarehouseView,
 };

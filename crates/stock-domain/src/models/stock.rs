@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use super::event::{HistoryEntry, Levels};
+use super::event::{FeedSlotId, HistoryEntry, Levels};
 use super::ids::{OpId, OrderId, ProductId, ReservationId, WarehouseId};
 
 /// One warehouse's figures for one product.
@@ -172,6 +172,17 @@ pub struct ProductRecord {
     /// at or below its threshold (see `indexes`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alert: Option<OpId>,
+    /// The product's latest feed slot (see `indexes`): writes until
+    /// `opened_at + FEED_OPEN_MS` put their entries in it rather than file another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feed: Option<FeedFiling>,
+}
+
+/// A product's latest feed slot, and when it was filed (ms since epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedFiling {
+    pub slot: FeedSlotId,
+    pub opened_at: u64,
 }
 
 impl ProductRecord {

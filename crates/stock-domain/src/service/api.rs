@@ -82,8 +82,13 @@ pub trait StockApi {
     /// One step of the expiry sweep over at most `limit` due entries after `after`.
     fn expire_due(&self, after: Option<&str>, limit: usize) -> Result<ExpireReport, ExpireError>;
 
-    /// The global feed of settled history entries after `after`, at most `limit`.
-    fn feed(&self, after: Option<&FeedCursor>, limit: usize) -> Result<FeedPage, FeedError>;
+    /// The event feed after `after`, at most `limit` entries: one partition, or all.
+    fn feed(
+        &self,
+        partition: Option<u64>,
+        after: Option<&FeedCursor>,
+        limit: usize,
+    ) -> Result<FeedPage, FeedError>;
 
     /// Applies one cart or order event; a redelivery changes nothing.
     fn ingest(&self, event: InboundEvent) -> Result<IngestOutcome, IngestError>;
@@ -168,8 +173,13 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockApi for StockService<K, C,
         StockService::expire_due(self, after, limit)
     }
 
-    fn feed(&self, after: Option<&FeedCursor>, limit: usize) -> Result<FeedPage, FeedError> {
-        StockService::feed(self, after, limit)
+    fn feed(
+        &self,
+        partition: Option<u64>,
+        after: Option<&FeedCursor>,
+        limit: usize,
+    ) -> Result<FeedPage, FeedError> {
+        StockService::feed(self, partition, after, limit)
     }
 
     fn ingest(&self, event: InboundEvent) -> Result<IngestOutcome, IngestError> {

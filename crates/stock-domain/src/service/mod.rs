@@ -13,7 +13,10 @@ mod reservations;
 mod stock;
 
 pub use api::StockApi;
-pub use feed::{FEED_SETTLE_MS, FeedCursor, FeedError, FeedPage, InvalidCursor};
+pub use feed::{
+    FEED_DELAY_MS, FEED_SETTLE_MS, FeedCursor, FeedError, FeedPage, InvalidCursor,
+    PartitionPosition,
+};
 pub use index::{AlertPage, AlertsError, ListProductsError, ProductPage};
 pub use ingest::{InboundEvent, InboundKind, IngestError, IngestOutcome};
 pub use reservations::{
@@ -31,8 +34,8 @@ use std::sync::{Mutex, PoisonError};
 
 use crate::indexes::{self, Due};
 use crate::models::{
-    EventKind, HistoryEntry, LineEffect, OpId, OrderId, ProductId, ProductRecord, ReservationId,
-    ReservationRecord, ReservationState, StockStatus, WarehouseId,
+    EventKind, FeedFiling, HistoryEntry, LineEffect, OpId, OrderId, ProductId, ProductRecord,
+    ReservationId, ReservationRecord, ReservationState, StockStatus, WarehouseId,
 };
 use crate::ports::{Clock, IdGenerator, KeyValueStore};
 use crate::storage::{
@@ -66,6 +69,10 @@ pub struct Config {
     /// scheduler; 0 never does. 0 here (embedders and tests call the sweep themselves);
     /// the Spin components default to 100.
     pub sweep_every_writes: u32,
+    /// The number of event-feed partitions (see `indexes`): 16 by default. A product's
+    /// partition is a hash of its id modulo this, so changing it moves most products to
+    /// another partition from their next slot on; see the README before changing it.
+    pub feed_partitions: u64,
 }
 
 impl Config {
@@ -88,6 +95,7 @@ impl Default for Config {
             inbound_retention_ms: 7 * 24 * HOUR_MS,
             settled_retention_ms: 30 * 24 * HOUR_MS,
             sweep_every_writes: 0,
+            feed_partitions: indexes::FEED_PARTITIONS,
         }
     }
 }
@@ -265,6 +273,9 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
         let mut alert_added = false;
         // The due buckets this call has filed the product in, likewise.
         let mut filed = HashSet::new();
+        // The feed slot this call has filed, with the first sequence number it names: a
+        // retry whose entries start there, while the slot is open, puts them in it.
+        let mut feed_slot: Option<(FeedFiling, u64)> = None;
         // The alert token the latest attempt cleared, to remove once its write lands.
         let mut cleared = None;
         let outcome = self.engine().update::<_, _, E>(
@@ -314,6 +325,12 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                 } else if !low {
                     cleared = record.alert.take();
                 }
+                if !events.is_empty() {
+                    let first = record.seq + 1;
+                    record.feed =
+                        Some(self.feed_filing(id, &record, first, now, &mut feed_slot)?);
+                }
+                let slot = record.feed.map(|f| f.slot);
                 for e in events {
                     record.seq += 1;
                     if let Some(lapses_at) = e.lapses_at {
@@ -335,6 +352,7 @@ impl<K: KeyValueStore, C: Clock, I: IdGenerator> StockService<K, C, I> {
                         order_id: e.order_id,
                         idempotency_key: e.idempotency_key,
                         op: op.clone(),
+                        feed: slot,
                     };
                     if entry.kind.is_alert() {
                         alerts.push(entry.clone());

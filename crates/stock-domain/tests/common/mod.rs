@@ -5,7 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use stock_domain::indexes::{self, AlertShard, DirPage, Due, DueDay, DueMark, DueShard};
+use stock_domain::indexes::{
+    self, AlertShard, DirPage, Due, DueDay, DueMark, DueShard, FeedHead, FeedSlot,
+};
 use stock_domain::memory::{FaultPlan, ManualClock, MemoryKv, SeqIds};
 use stock_domain::models::*;
 use stock_domain::service::*;
@@ -20,6 +22,8 @@ pub struct World {
     pub kv: MemoryKv,
     pub clock: ManualClock,
     pub ids: SeqIds,
+    /// The configuration of every service instance the world makes.
+    pub config: Config,
     /// History already seen, to prove entries are never rewritten.
     seen: BTreeMap<(String, u64), HistoryEntry>,
 }
@@ -30,6 +34,7 @@ impl World {
             kv: MemoryKv::new(),
             clock: ManualClock::at(T0),
             ids: SeqIds::default(),
+            config: Config::default(),
             seen: BTreeMap::new(),
         }
     }
@@ -45,7 +50,7 @@ impl World {
             self.kv.instance(plan),
             self.clock.clone(),
             self.ids.clone(),
-            Config::default(),
+            self.config.clone(),
         )
     }
 
@@ -261,6 +266,7 @@ impl World {
     /// every pending reservation backed by holds.
     pub fn check(&mut self) {
         self.check_indexes();
+        self.check_feed();
         let now = self.now();
         let reservations = self.reservations();
         for (id, record) in self.products() {
@@ -302,6 +308,100 @@ impl World {
                 levels.reserved
             );
         }
+    }
+
+    /// The feed partitions, whatever crashed: every history entry names a slot of its
+    /// product's partition that exists, names the product and starts the entry's run of
+    /// entries of that slot, and was filed less than `FEED_OPEN_MS` before the entry; a
+    /// product's slots come in its history's order; and reading every partition from the
+    /// start, once all is final, serves each entry exactly once, in product order.
+    pub fn check_feed(&self) {
+        let snapshot = self.kv.snapshot();
+        let partitions = self.config.feed_partitions;
+        let slot_of = |id: FeedSlotId| -> FeedSlot {
+            let head: FeedHead = serde_json::from_slice(
+                snapshot
+                    .get(&indexes::keys::feed_head(id.partition))
+                    .expect("the partition of a filed entry has a head"),
+            )
+            .unwrap();
+            assert!(id.slot < head.len, "{id:?} is beyond its partition's head");
+            if let Some(slot) = head.recent_slot(id.slot) {
+                return slot.clone();
+            }
+            let page: indexes::FeedPage = serde_json::from_slice(
+                snapshot
+                    .get(&indexes::keys::feed_page(
+                        id.partition,
+                        id.slot / indexes::FEED_PAGE,
+                    ))
+                    .unwrap_or_else(|| panic!("the page of {id:?} is missing")),
+            )
+            .unwrap();
+            page.slots[(id.slot % indexes::FEED_PAGE) as usize].clone()
+        };
+        let mut expected: BTreeMap<ProductId, Vec<u64>> = BTreeMap::new();
+        for (id, _) in self.products() {
+            let history = self.full_history(&id);
+            let mut previous: Option<FeedSlotId> = None;
+            for e in &history {
+                let filed = e
+                    .feed
+                    .unwrap_or_else(|| panic!("entry {} of {id} is in no feed slot", e.seq));
+                assert_eq!(
+                    filed.partition,
+                    indexes::feed_partition(&id, partitions),
+                    "entry {} of {id} is in another product's partition",
+                    e.seq
+                );
+                let slot = slot_of(filed);
+                assert_eq!(slot.product_id, id, "{filed:?} names another product");
+                assert!(
+                    e.time < slot.at + indexes::FEED_OPEN_MS,
+                    "entry {} of {id} joined {filed:?} after it closed",
+                    e.seq
+                );
+                if previous != Some(filed) {
+                    assert_eq!(
+                        slot.from, e.seq,
+                        "{filed:?} does not start at entry {}",
+                        e.seq
+                    );
+                    assert!(
+                        previous.is_none_or(|p| p.slot < filed.slot),
+                        "{id}'s slots are out of order at entry {}",
+                        e.seq
+                    );
+                }
+                previous = Some(filed);
+            }
+            if !history.is_empty() {
+                expected.insert(id, history.iter().map(|e| e.seq).collect());
+            }
+        }
+        // A reader for whom everything written so far is final.
+        let reader = StockService::new(
+            self.kv.instance(FaultPlan::default()),
+            ManualClock::at(self.now() + FEED_DELAY_MS),
+            self.ids.clone(),
+            self.config.clone(),
+        );
+        let mut served: BTreeMap<ProductId, Vec<u64>> = BTreeMap::new();
+        let mut after = None;
+        loop {
+            let page = reader.feed(None, after.as_ref(), 7).expect("feed page");
+            if page.entries.is_empty() {
+                break;
+            }
+            for e in page.entries {
+                served.entry(e.product_id.clone()).or_default().push(e.seq);
+            }
+            after = Some(page.next);
+        }
+        assert_eq!(
+            served, expected,
+            "the feed does not serve every entry once, in order"
+        );
     }
 
     /// After repair: every reservation is settled, and holds are exactly the pending

@@ -8,7 +8,7 @@ use stock_domain::service::FeedCursor;
 use crate::auth::{Token, authorize};
 use crate::inbound::{Received, cloud_event};
 use crate::problem::{Code, Problem};
-use crate::request::{page_limit, query};
+use crate::request::{page_limit, query, query_units};
 use crate::response::{json, respond};
 use crate::wire::{CloudEvent, FeedBody, IngestBody};
 
@@ -16,13 +16,27 @@ use crate::wire::{CloudEvent, FeedBody, IngestBody};
 pub const DEFAULT_FEED_LIMIT: usize = 100;
 pub const MAX_FEED_LIMIT: usize = 500;
 
-/// `GET /v1/events?after=<cursor>&limit=<1..500>` → 200 with `{"events": [CloudEvent…],
-/// "next_after": cursor}`. Entries come in one global order and only once they are
-/// older than the settling horizon (`FEED_SETTLE_MS`), so paging with `next_after`
-/// while writes go on never skips nor repeats one.
+/// `GET /v1/events?partition=<p>&after=<cursor>&limit=<1..500>` → 200 with
+/// `{"partitions", "partition"?, "events": [CloudEvent…], "next_after": cursor}`: one
+/// partition in its order, or (without `partition`) all of them, slot by slot. Entries
+/// are served once final (`FEED_DELAY_MS` after they were written), so paging with
+/// `next_after` while writes go on never skips nor repeats one.
 pub fn events_feed<S: StockApi>(svc: &S, req: &Request<Vec<u8>>) -> Response<Vec<u8>> {
     respond(|| {
-        let params = query(req, &["after", "limit"])?;
+        let params = query(req, &["partition", "after", "limit"])?;
+        let partition = params
+            .get("partition")
+            .map(|raw| {
+                query_units(raw)
+                    .and_then(|n| u64::try_from(n).ok())
+                    .ok_or_else(|| {
+                        Problem::new(
+                            Code::InvalidPartition,
+                            "partition must be a whole number below the feed's partition count",
+                        )
+                    })
+            })
+            .transpose()?;
         let after = params
             .get("after")
             .map(|raw| {
@@ -35,8 +49,10 @@ pub fn events_feed<S: StockApi>(svc: &S, req: &Request<Vec<u8>>) -> Response<Vec
             })
             .transpose()?;
         let limit = page_limit(params.get("limit"), DEFAULT_FEED_LIMIT, MAX_FEED_LIMIT)?;
-        let page = svc.feed(after.as_ref(), limit)?;
+        let page = svc.feed(partition, after.as_ref(), limit)?;
         let body = FeedBody {
+            partitions: page.partitions,
+            partition,
             events: page.entries.into_iter().map(CloudEvent::new).collect(),
             next_after: page.next,
         };
