@@ -71,8 +71,7 @@ usage: stock-load scale [--products N,N,…] [--history H] [--reservations P]
                   (default: --samples), --expire-samples for the expiry sweep
                   (default 20). Prints the table and each row's growth from the
                   smallest to the largest N. Exits 1 if any answer is wrong.
-  --min-keys      go on adding settled reservations until the file holds K keys,
-                  and leave out the event feed (which still lists every key)
+  --min-keys      go on adding settled reservations until the file holds K keys
   --work-dir      where the store files and Spin logs go (default
                   target/stock-load-scale); --keep keeps the store files
   Tokens: $STOCK_ADMIN_TOKEN / $STOCK_SERVICE_TOKEN or --admin-token /

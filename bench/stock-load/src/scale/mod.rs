@@ -6,8 +6,7 @@
 //! N, all running at once), and measures p50/p99 of every endpoint with sequential
 //! requests on random products, alternating between the sizes ([`measure`]). The report is a table (rows: endpoints, columns: N) with each row's
 //! growth ratio between the largest and the smallest N. With `min_keys` the fill goes
-//! on until the file holds that many keys, and the event feed (which still lists every
-//! key) is left out.
+//! on until the file holds that many keys.
 
 mod fill;
 mod measure;
@@ -32,7 +31,7 @@ pub struct ScaleConfig {
     pub history: usize,
     /// Settled reservations per fill; `None`: as many as products.
     pub reservations: Option<usize>,
-    /// Fill until the file holds this many keys; leaves the event feed out.
+    /// Fill until the file holds this many keys.
     pub min_keys: Option<u64>,
     pub samples: Samples,
     pub spin: SpinOptions,
@@ -45,14 +44,6 @@ pub struct ScaleConfig {
 }
 
 impl ScaleConfig {
-    /// The endpoints measured: all, but the event feed when filling to `min_keys`.
-    pub fn endpoints(&self) -> Vec<Endpoint> {
-        Endpoint::ALL
-            .into_iter()
-            .filter(|e| self.min_keys.is_none() || *e != Endpoint::Events)
-            .collect()
-    }
-
     fn validate(&self) -> anyhow::Result<()> {
         ensure!(!self.products.is_empty(), "no catalogue size");
         ensure!(
@@ -273,7 +264,7 @@ pub fn run(config: &ScaleConfig, mut progress: impl FnMut(&str)) -> anyhow::Resu
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let endpoints = config.endpoints();
+    let endpoints = Endpoint::ALL.to_vec();
     let mut fills = Vec::new();
     for &products in &config.products {
         let dir = work_dir.join(format!("n{products}"));
@@ -489,12 +480,12 @@ mod tests {
     }
 
     #[test]
-    fn the_feed_is_left_out_when_filling_to_a_key_count() {
+    fn a_config_without_catalogue_sizes_is_refused() {
         let mut config = ScaleConfig {
             products: vec![1_000],
             history: 20,
             reservations: None,
-            min_keys: None,
+            min_keys: Some(2_500_000),
             samples: Samples {
                 each: 1,
                 events: 1,
@@ -510,10 +501,6 @@ mod tests {
             work_dir: "w".into(),
             keep: false,
         };
-        assert_eq!(config.endpoints().len(), 10);
-        config.min_keys = Some(2_500_000);
-        assert!(!config.endpoints().contains(&Endpoint::Events));
-        assert_eq!(config.endpoints().len(), 9);
         assert!(config.validate().is_ok());
         config.products = vec![];
         assert!(config.validate().is_err());
