@@ -74,7 +74,8 @@ impl FromStr for KafkaSetting {
     version,
     about = "Publishes the stock service's event feed to Kafka (out) and feeds the cart and \
              order services' Kafka topics into POST /v1/events (in).",
-    long_about = None
+    long_about = None,
+    args_override_self = true
 )]
 pub struct Config {
     /// Kafka bootstrap servers (librdkafka `bootstrap.servers`).

@@ -40,8 +40,12 @@ const READ_DEADLINE: Duration = Duration::from_secs(120);
 /// keeps the last value of each key (a record without value forgets the key). A topic
 /// that does not exist yet holds no positions.
 pub(crate) async fn load(config: &Config) -> Result<Positions, PositionsError> {
+    // A group id only to satisfy librdkafka's consumer: partitions are assigned by hand,
+    // so the group is never joined and nothing is committed.
+    let group = format!("{}.positions-reader", config.group_id);
     let consumer: BaseConsumer = config
         .kafka(&[
+            ("group.id", group.as_str()),
             ("enable.auto.commit", "false"),
             ("enable.partition.eof", "true"),
             ("allow.auto.create.topics", "false"),
