@@ -46,8 +46,6 @@ struct FakeState {
     posts: Vec<Post>,
     /// Scripted answers by event id, used up front to back; 200 afterwards.
     answers: HashMap<String, VecDeque<u16>>,
-    /// Added to every feed answer, so a test can stop the bridge mid-stream.
-    feed_delay: Duration,
 }
 
 /// The fake stock service, serving on 127.0.0.1 until the test ends.
@@ -82,8 +80,6 @@ async fn feed(
     State(state): State<Arc<Mutex<FakeState>>>,
     Query(query): Query<FeedQuery>,
 ) -> Response {
-    let delay = state.lock().unwrap().feed_delay;
-    tokio::time::sleep(delay).await;
     let mut state = state.lock().unwrap();
     state.feed_requests.push(FeedRequest {
         partition: query.partition,
@@ -184,10 +180,6 @@ impl FakeService {
     /// Appends a feed entry for `product` (its partition is `product_index % partitions`).
     pub fn push(&self, partition: usize, event: Value) {
         self.state.lock().unwrap().partitions[partition].push(event);
-    }
-
-    pub fn set_feed_delay(&self, delay: Duration) {
-        self.state.lock().unwrap().feed_delay = delay;
     }
 
     /// Makes the next POSTs of event `id` answer these statuses, in turn.
