@@ -207,3 +207,45 @@ impl Config {
         Duration::from_millis(self.poll_interval_ms)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extra_kafka_settings_split_at_the_first_equals_sign() {
+        let config = Config::try_parse_from([
+            "stock-bridge",
+            "--kafka-config",
+            "security.protocol=SASL_SSL",
+            "--kafka-config=sasl.password=a=b",
+        ])
+        .unwrap();
+        let settings: Vec<(&str, &str)> = config
+            .kafka_config
+            .iter()
+            .map(|s| (s.key.as_str(), s.value.as_str()))
+            .collect();
+        assert_eq!(
+            settings,
+            [("security.protocol", "SASL_SSL"), ("sasl.password", "a=b")]
+        );
+        let kafka = config.kafka(&[("security.protocol", "PLAINTEXT")]);
+        assert_eq!(
+            kafka.get("security.protocol"),
+            Some("SASL_SSL"),
+            "flags win"
+        );
+        assert!(Config::try_parse_from(["stock-bridge", "--kafka-config", "novalue"]).is_err());
+    }
+
+    #[test]
+    fn page_size_stays_in_the_feed_limit_and_a_repeated_flag_keeps_the_last() {
+        assert!(Config::try_parse_from(["stock-bridge", "--page-size", "0"]).is_err());
+        assert!(Config::try_parse_from(["stock-bridge", "--page-size", "501"]).is_err());
+        let config =
+            Config::try_parse_from(["stock-bridge", "--mode", "in", "--mode", "out"]).unwrap();
+        assert_eq!(config.mode, Mode::Out);
+        assert!(config.mode.runs_out() && !config.mode.runs_in());
+    }
+}

@@ -106,11 +106,6 @@ impl Direction {
         *self.lock().counts.entry(counter).or_default() += n;
     }
 
-    /// The current value of a counter (0 if never counted).
-    pub fn count(&self, counter: Counter) -> u64 {
-        self.lock().counts.get(&counter).copied().unwrap_or(0)
-    }
-
     fn report(&self, unhealthy_after: Duration) -> DirectionReport {
         let state = self.lock();
         let failing_for = state.failing_since.map(|since| since.elapsed());
@@ -194,4 +189,33 @@ pub(crate) async fn serve(
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unhealthy_until_started_and_after_failing_too_long() {
+        let health = Health::new(true, false, Duration::from_secs(60));
+        assert!(!health.report().0, "out not started yet");
+        health.out.set_running(true);
+        let (healthy, body) = health.report();
+        assert!(healthy, "{body}");
+        assert_eq!(body["in"]["enabled"], false);
+        assert_eq!(body["out"]["counts"]["produced"], 0);
+
+        health.out.failure(&"service answered 503");
+        let (healthy, body) = health.report();
+        assert!(healthy, "a short failure is tolerated: {body}");
+        assert_eq!(body["out"]["counts"]["retries"], 1);
+        assert_eq!(body["out"]["last_error"], "service answered 503");
+
+        let strict = Health::new(true, false, Duration::ZERO);
+        strict.out.set_running(true);
+        strict.out.failure(&"down");
+        assert!(!strict.report().0, "failing past the threshold");
+        strict.out.success();
+        assert!(strict.report().0, "a success clears the failure");
+    }
 }

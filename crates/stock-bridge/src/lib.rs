@@ -2,9 +2,9 @@
 //! connects the stock service's HTTP event feed to Kafka, since Spin components cannot
 //! hold Kafka connections (SPEC §4).
 //!
-//! - **out** ([`out`]): each feed partition of `GET /v1/events`, in order, to the
+//! - **out** (`out`): each feed partition of `GET /v1/events`, in order, to the
 //!   `stock.events` topic as binary-mode CloudEvents keyed by product; the cursor of each
-//!   feed partition is kept in a compacted Kafka topic ([`positions`]).
+//!   feed partition is kept in a compacted Kafka topic (`positions`).
 //! - **in** ([`inbound`]): the cart and order topics, consumed in a group, to
 //!   `POST /v1/events`; offsets committed after the service's answer, refusals to a
 //!   dead-letter topic.
@@ -12,7 +12,7 @@
 //! [`run`] is the whole process; `main.rs` only parses flags, sets up logging and signals.
 
 pub mod config;
-pub mod health;
+mod health;
 pub mod inbound;
 mod out;
 mod positions;
@@ -30,8 +30,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{Config, LogFormat, Mode};
-pub use health::Health;
 
+use health::Health;
 use retry::Backoff;
 use service::Service;
 
