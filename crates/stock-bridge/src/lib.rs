@@ -11,6 +11,8 @@
 //!
 //! [`run`] is the whole process; `main.rs` only parses flags, sets up logging and signals.
 
+#![cfg(not(target_arch = "wasm32"))]
+
 pub mod config;
 mod health;
 pub mod inbound;

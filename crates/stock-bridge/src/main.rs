@@ -1,14 +1,15 @@
 //! The `stock-bridge` binary: flags and environment, logging, signals; the work is
 //! [`stock_bridge::run`].
 
-use clap::Parser;
-use stock_bridge::{Config, LogFormat};
-use tokio::signal::unix::{SignalKind, signal};
-use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
-
+#[cfg(not(target_arch = "wasm32"))]
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    use clap::Parser;
+    use stock_bridge::{Config, LogFormat};
+    use tokio::signal::unix::{SignalKind, signal};
+    use tokio_util::sync::CancellationToken;
+    use tracing_subscriber::EnvFilter;
+
     let config = Config::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt().with_env_filter(filter);
@@ -30,3 +31,6 @@ async fn main() -> anyhow::Result<()> {
 
     stock_bridge::run(config, shutdown).await
 }
+
+#[cfg(target_arch = "wasm32")]
+fn main() {}

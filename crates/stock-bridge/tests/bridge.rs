@@ -3,6 +3,8 @@
 //! crash and restart, the in direction (posts, dead letters, retries, commits after the
 //! answer), and shutdown.
 
+#![cfg(not(target_arch = "wasm32"))]
+
 mod support;
 
 use std::collections::{HashMap, HashSet};
