@@ -5,6 +5,7 @@
 #![cfg(not(target_arch = "wasm32"))]
 
 pub mod client;
+pub mod kafka;
 pub mod receiver;
 pub mod suite;
 pub mod targets;

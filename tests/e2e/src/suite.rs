@@ -1006,7 +1006,7 @@ fn check_cloudevent(json: &Value) -> Result<Event> {
 }
 
 /// Every history event of a product, oldest first.
-fn history_of(c: &Client, p: &str) -> Result<Vec<Value>> {
+pub fn history_of(c: &Client, p: &str) -> Result<Vec<Value>> {
     let mut events = Vec::new();
     let mut after = 0;
     loop {
