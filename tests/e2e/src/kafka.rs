@@ -32,6 +32,8 @@ use crate::client::{As, Client, SERVICE_TOKEN};
 
 /// How long after it is written an entry may still be unserved by the feed.
 const FEED_DELAY: Duration = Duration::from_millis(3_000);
+/// How many times the bridge is killed mid-stream.
+pub const KILLS: usize = 3;
 /// How long anything asynchronous may take before the test fails.
 const PATIENCE: Duration = Duration::from_secs(120);
 
@@ -422,7 +424,8 @@ pub struct RoundTrip {
     pub entries: usize,
     pub records_out: usize,
     pub repeats: usize,
-    pub bridge_killed_after: Duration,
+    /// The bridge was killed every this often, [`KILLS`] times.
+    pub bridge_killed_every: Duration,
 }
 
 /// The whole round trip against the service at `base_url` and `broker`, on `topics`
@@ -492,7 +495,7 @@ pub fn round_trip(
 
     // Out, with a kill and a restart in the middle of a stream of writes.
     let stop = AtomicBool::new(false);
-    let killed_after = Duration::from_millis(2_500);
+    let killed_after = Duration::from_millis(1_500);
     std::thread::scope(|s| -> Result<RoundTrip> {
         let writer = s.spawn(|| {
             let client = Client::new(base_url);
@@ -521,11 +524,14 @@ pub fn round_trip(
                 }
             }
         });
-        std::thread::sleep(killed_after);
-        bridge.kill()?;
-        std::thread::sleep(Duration::from_millis(500));
-        let restarted = Bridge::start(&bin, &args)?;
-        std::thread::sleep(Duration::from_secs(3));
+        // Killed three times while it publishes, each time started again at once.
+        let mut running = bridge;
+        for _ in 0..KILLS {
+            std::thread::sleep(killed_after);
+            running.kill()?;
+            running = Bridge::start(&bin, &args)?;
+        }
+        std::thread::sleep(Duration::from_secs(2));
         stop.store(true, Ordering::SeqCst);
         writer.join().expect("the writer thread panicked");
         std::thread::sleep(FEED_DELAY);
@@ -545,7 +551,7 @@ pub fn round_trip(
                 messages.iter().filter_map(|m| header(m, "ce_id")).collect();
             wanted.iter().all(|id| seen.contains(id))
         })?;
-        drop(restarted);
+        drop(running);
         check_out(&histories, &out)?;
         let dead = read_topic(&broker.bootstrap, &topics.dlq, |m| !m.is_empty())?;
         ensure!(dead.len() == 1, "{} dead letters", dead.len());
@@ -571,7 +577,7 @@ pub fn round_trip(
             entries,
             records_out,
             repeats: records_out - entries,
-            bridge_killed_after: killed_after,
+            bridge_killed_every: killed_after,
         })
     })
 }

@@ -38,8 +38,8 @@ fn main() {
         eprintln!(
             "kafka round trip ({target}, {}): in: {} cart records → {} reservations, {} dead letter; \
              out: {} history entries of 4 products → {} records on stock.events ({} repeats, each \
-             the same record under the same id), bridge killed {} ms into the writes and restarted; \
-             every entry arrived, in product order",
+             the same record under the same id), bridge killed (SIGKILL) {} times, every {} ms, \
+             and restarted; every entry arrived, in product order",
             broker.name,
             r.cart_records,
             r.reservations,
@@ -47,7 +47,8 @@ fn main() {
             r.entries,
             r.records_out,
             r.repeats,
-            r.bridge_killed_after.as_millis(),
+            kafka::KILLS,
+            r.bridge_killed_every.as_millis(),
         );
     };
 
