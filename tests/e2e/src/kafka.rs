@@ -39,8 +39,13 @@ const PATIENCE: Duration = Duration::from_secs(120);
 
 /// A Kafka-protocol broker for the test process.
 pub enum Broker {
-    /// A `tansu broker` process, in memory, on a free port.
-    Tansu { process: Child, bootstrap: String },
+    /// A `tansu broker` process on a free port, storing in SQLite in a directory of its
+    /// own (its in-memory engine misreports high watermarks).
+    Tansu {
+        process: Child,
+        bootstrap: String,
+        dir: PathBuf,
+    },
     /// librdkafka's in-process mock cluster.
     Mock(MockCluster<'static, DefaultProducerContext>),
 }
@@ -67,8 +72,13 @@ impl Broker {
     fn tansu(bin: &Path) -> Result<Self> {
         let port = free_address()?.port();
         let url = format!("tcp://127.0.0.1:{port}");
+        // The SQLite path is taken relative to the working directory.
+        let dir =
+            std::env::temp_dir().join(format!("stock-e2e-tansu-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
         let process = Command::new(bin)
-            .args(["broker", "--storage-engine", "memory://tansu/"])
+            .current_dir(&dir)
+            .args(["broker", "--storage-engine", "sqlite://tansu.db"])
             .args(["--listener-url", &url, "--advertised-listener-url", &url])
             .args(["--cluster-id", "stock-e2e"])
             .stdout(Stdio::null())
@@ -78,6 +88,7 @@ impl Broker {
         let broker = Self::Tansu {
             process,
             bootstrap: format!("127.0.0.1:{port}"),
+            dir,
         };
         let started = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -143,9 +154,10 @@ pub struct Endpoint {
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        if let Self::Tansu { process, .. } = self {
+        if let Self::Tansu { process, dir, .. } = self {
             process.kill().ok();
             process.wait().ok();
+            std::fs::remove_dir_all(dir).ok();
         }
     }
 }
