@@ -47,8 +47,8 @@
 //!   of a run of its history entries ([`FeedSlot`]); the entries themselves name their
 //!   slot (`HistoryEntry::feed`), so each entry is in exactly one slot, and the slots of a
 //!   product come in its history's order. A product write with entries files a slot only
-//!   when the product's last one is older than [`FEED_OPEN_MS`]: a product that keeps
-//!   trading adds one slot a second, not one per write. The slot is appended to the
+//!   when the product's last one has closed ([`FEED_OPEN_MS`] after it was filed): a
+//!   product that keeps trading adds one slot per window, not one per write. The slot is appended to the
 //!   partition's head by compare-and-swap (so a log has no gaps) before the product
 //!   record that names it is written; a slot whose writer died or lost its race names an
 //!   entry that does not carry it, and readers skip it. The head keeps the latest slots;
@@ -85,9 +85,11 @@ pub const ALERT_STALE_MS: u64 = 60_000;
 /// How many feed partitions there are unless configured otherwise.
 pub const FEED_PARTITIONS: u64 = 16;
 /// How long a product's feed slot takes the entries of later writes. A slot is read only
-/// once this and the settling time have passed since it was filed, so it is the feed's
-/// latency beyond settling, and a product adds at most one slot per this much time.
-pub const FEED_OPEN_MS: u64 = 1_000;
+/// once it has closed and the settling time has passed, so this is the feed's latency
+/// beyond settling; and a product adds at most one slot per this much time, so it is also
+/// what bounds the feed's cost to writes (one compare-and-swap on the partition head per
+/// product per window). Each slot records when it closes, so changing this is safe.
+pub const FEED_OPEN_MS: u64 = 5_000;
 /// Slots per written-out feed page.
 pub const FEED_PAGE: u64 = 32;
 
@@ -248,9 +250,11 @@ pub struct DueMark {
 pub struct FeedSlot {
     pub product_id: ProductId,
     pub from: u64,
-    /// When the slot was filed (ms since epoch): it takes entries until
-    /// `at + FEED_OPEN_MS`.
+    /// When the slot was filed (ms since epoch).
     pub at: u64,
+    /// Until when it takes entries (ms since epoch, exclusive): entries stamped before
+    /// this may join it, so it is final once this and the settling time have passed.
+    pub open_until: u64,
 }
 
 /// The head of a feed partition: slots `0..len` were filed; the last `recent.len()` of

@@ -172,17 +172,18 @@ pub struct ProductRecord {
     /// at or below its threshold (see `indexes`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alert: Option<OpId>,
-    /// The product's latest feed slot (see `indexes`): writes until
-    /// `opened_at + FEED_OPEN_MS` put their entries in it rather than file another.
+    /// The product's latest feed slot (see `indexes`): writes before `open_until` put
+    /// their entries in it rather than file another.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feed: Option<FeedFiling>,
 }
 
-/// A product's latest feed slot, and when it was filed (ms since epoch).
+/// A product's latest feed slot, and until when it takes entries (ms since epoch,
+/// exclusive; the same as in the slot).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FeedFiling {
     pub slot: FeedSlotId,
-    pub opened_at: u64,
+    pub open_until: u64,
 }
 
 impl ProductRecord {

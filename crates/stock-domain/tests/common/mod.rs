@@ -312,7 +312,7 @@ impl World {
 
     /// The feed partitions, whatever crashed: every history entry names a slot of its
     /// product's partition that exists, names the product and starts the entry's run of
-    /// entries of that slot, and was filed less than `FEED_OPEN_MS` before the entry; a
+    /// entries of that slot, and was still open when the entry was stamped; a
     /// product's slots come in its history's order; and reading every partition from the
     /// start, once all is final, serves each entry exactly once, in product order.
     pub fn check_feed(&self) {
@@ -357,7 +357,7 @@ impl World {
                 let slot = slot_of(filed);
                 assert_eq!(slot.product_id, id, "{filed:?} names another product");
                 assert!(
-                    e.time < slot.at + indexes::FEED_OPEN_MS,
+                    e.time < slot.open_until && slot.open_until == slot.at + indexes::FEED_OPEN_MS,
                     "entry {} of {id} joined {filed:?} after it closed",
                     e.seq
                 );
