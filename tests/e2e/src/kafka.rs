@@ -30,8 +30,9 @@ use serde_json::{Value, json};
 
 use crate::client::{As, Client, SERVICE_TOKEN};
 
-/// How long after it is written an entry may still be unserved by the feed.
-const FEED_DELAY: Duration = Duration::from_millis(3_000);
+/// How long after it is written an entry may still be unserved by the feed (the domain's
+/// `FEED_DELAY_MS`: a slot's 5 s open window plus 2 s of settling).
+const FEED_DELAY: Duration = Duration::from_millis(7_000);
 /// How many times the bridge is killed mid-stream.
 pub const KILLS: usize = 3;
 /// How long anything asynchronous may take before the test fails.
@@ -536,7 +537,9 @@ pub fn round_trip(
                 }
             }
         });
-        // Killed three times while it publishes, each time started again at once.
+        // Killed three times while it publishes, each time started again at once: the
+        // writes' entries reach the feed after FEED_DELAY, so the kills wait for that.
+        std::thread::sleep(FEED_DELAY);
         let mut running = bridge;
         for _ in 0..KILLS {
             std::thread::sleep(killed_after);

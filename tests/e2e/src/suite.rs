@@ -15,8 +15,8 @@ use crate::receiver::HOOK_PATH;
 use crate::targets;
 
 /// How long after it is written an entry may still be unserved by the feed (the domain's
-/// `FEED_DELAY_MS`: a slot's open second plus settling).
-const FEED_DELAY_MS: u64 = 3_000;
+/// `FEED_DELAY_MS`: a slot's 5 s open window plus 2 s of settling).
+const FEED_DELAY_MS: u64 = 7_000;
 
 pub type Test = fn(&Client) -> Result<()>;
 
