@@ -201,11 +201,6 @@ impl KeyValueStore for MemoryKv {
         Ok(())
     }
 
-    fn list_keys(&self) -> Result<Vec<String>, KvError> {
-        self.enter()?;
-        Ok(self.data.lock().unwrap().keys().cloned().collect())
-    }
-
     fn increment(&self, key: &str, delta: i64) -> Result<i64, KvError> {
         self.enter()?;
         if self.draw(self.plan.increment_error) {

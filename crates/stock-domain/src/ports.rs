@@ -61,9 +61,6 @@ pub trait KeyValueStore {
     /// (see `crate::retention`), so a partial delete is completed by deleting again.
     fn delete_many(&self, keys: &[String]) -> Result<(), KvError>;
 
-    /// MUST list every key of the store (all pages), in any order.
-    fn list_keys(&self) -> Result<Vec<String>, KvError>;
-
     /// Atomically adds `delta` to a counter key (absent counts as zero) and returns the new
     /// value. This is the one primitive the domain relies on to *create* something
     /// atomically, because `swap` on an absent key may be an unconditional upsert.

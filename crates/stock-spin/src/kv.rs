@@ -51,22 +51,6 @@ impl KeyValueStore for SpinKvStore {
         batch::delete_many(&self.bucket, keys).map_err(|e| store_error(e, "delete-many", first))
     }
 
-    fn list_keys(&self) -> Result<Vec<String>, KvError> {
-        let mut keys = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let page = self
-                .bucket
-                .list_keys(cursor.as_deref())
-                .map_err(|e| store_error(e, "list-keys", cursor.as_deref().unwrap_or("")))?;
-            keys.extend(page.keys);
-            match page.cursor {
-                Some(next) => cursor = Some(next),
-                None => return Ok(keys),
-            }
-        }
-    }
-
     fn increment(&self, key: &str, delta: i64) -> Result<i64, KvError> {
         atomics::increment(&self.bucket, key, delta).map_err(|e| store_error(e, "increment", key))
     }

@@ -397,8 +397,6 @@ fn settled_reservation(filler: &Filler, id: &ProductId, k: usize) -> anyhow::Res
 
 #[cfg(test)]
 mod tests {
-    use stock_domain::ports::KeyValueStore;
-
     use super::*;
 
     #[test]
@@ -490,12 +488,14 @@ mod tests {
         assert_eq!(stock.reserved_quantity, 0, "every reservation is settled");
         let sweep = service.expire_due(None, 1_000).unwrap();
         assert!(sweep.done && sweep.expired.is_empty(), "{sweep:?}");
-        assert!(
-            kv.list_keys()
-                .unwrap()
-                .iter()
-                .any(|k| k.starts_with("res/")),
-            "reservation records"
-        );
+        let reservation_records: i64 = rusqlite::Connection::open(&path)
+            .unwrap()
+            .query_row(
+                "SELECT count(*) FROM spin_key_value WHERE key LIKE 'res/%'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert!(reservation_records > 0, "reservation records");
     }
 }
