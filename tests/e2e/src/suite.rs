@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
 use cloudevents::{AttributesReader, Data, Event};
+use percent_encoding::percent_decode_str;
 use serde_json::{Value, json};
 
 use crate::client::{As, Client, Reply};
@@ -974,9 +975,21 @@ fn check_cloudevent(json: &Value) -> Result<Event> {
     ensure!(event.specversion().as_str() == "1.0", "{json}");
     let subject = event.subject().context("no subject")?.to_owned();
     ensure!(event.id().starts_with(&format!("{subject}:")), "{json}");
+    // The source names the product as one path segment: RFC 3986 unreserved characters
+    // and percent escapes only (so `SKU:42` is `SKU%3A42`), decoding to the subject.
+    let segment = event
+        .source()
+        .strip_prefix("/stock-service/products/")
+        .with_context(|| format!("source is not a product's: {json}"))?;
     ensure!(
-        *event.source() == format!("/stock-service/products/{subject}"),
-        "{json}"
+        segment
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~%".contains(&b)),
+        "source is not one escaped path segment: {json}"
+    );
+    ensure!(
+        percent_decode_str(segment).decode_utf8().ok().as_deref() == Some(subject.as_str()),
+        "source does not decode to the subject: {json}"
     );
     const TYPES: [&str; 8] = [
         "StockUpdated",
