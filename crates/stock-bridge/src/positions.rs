@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
@@ -60,7 +60,12 @@ fn read_to_end(consumer: &BaseConsumer, topic: &str) -> Result<Positions, Positi
     let mut positions = Positions::new();
     let metadata = match consumer.fetch_metadata(Some(topic), KAFKA_TIMEOUT) {
         Ok(metadata) => metadata,
-        Err(KafkaError::MetadataFetch(_)) => return Ok(positions),
+        // No positions topic yet: nothing stored. Any other failure (a timeout from a busy
+        // broker, say) is retried by the caller: starting over from the feed's beginning
+        // would publish every entry again.
+        Err(KafkaError::MetadataFetch(
+            RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic,
+        )) => return Ok(positions),
         Err(error) => return Err(error.into()),
     };
     let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else {

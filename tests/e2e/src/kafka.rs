@@ -28,7 +28,7 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{Value, json};
 
-use crate::client::{As, Client, SERVICE_TOKEN};
+use crate::client::{Client, SERVICE_TOKEN};
 
 /// How long after it is written an entry may still be unserved by the feed (the domain's
 /// `FEED_DELAY_MS`: a slot's 5 s open window plus 2 s of settling).
@@ -380,17 +380,27 @@ fn read_topic(
         .set("enable.auto.commit", "false")
         .create()?;
     let started = Instant::now();
+    // A broker busy with the other round trip may answer a metadata request late: a
+    // timeout is retried like a topic that has not appeared yet.
     let partitions = loop {
-        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(5))?;
-        let partitions: Vec<i32> = metadata.topics()[0]
-            .partitions()
-            .iter()
-            .map(|p| p.id())
-            .collect();
-        if !partitions.is_empty() {
-            break partitions;
+        let partitions = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(5))
+            .map(|metadata| {
+                let topic = &metadata.topics()[0];
+                topic
+                    .partitions()
+                    .iter()
+                    .map(|p| p.id())
+                    .collect::<Vec<i32>>()
+            });
+        match partitions {
+            Ok(partitions) if !partitions.is_empty() => break partitions,
+            Ok(_) => ensure!(started.elapsed() < PATIENCE, "{topic} never appeared"),
+            Err(error) => ensure!(
+                started.elapsed() < PATIENCE,
+                "{topic}: no metadata: {error}"
+            ),
         }
-        ensure!(started.elapsed() < PATIENCE, "{topic} never appeared");
         std::thread::sleep(Duration::from_millis(200));
     };
     let mut assignment = TopicPartitionList::new();
@@ -510,33 +520,7 @@ pub fn round_trip(
     let stop = AtomicBool::new(false);
     let killed_after = Duration::from_millis(1_500);
     std::thread::scope(|s| -> Result<RoundTrip> {
-        let writer = s.spawn(|| {
-            let client = Client::new(base_url);
-            let mut i = 0usize;
-            while !stop.load(Ordering::SeqCst) {
-                i += 1;
-                let p = &products[i % products.len()];
-                let r = client.reserve(json!({"product_id": p, "quantity": 1}));
-                if i.is_multiple_of(3)
-                    && let Some(id) = r.body["reservation_id"].as_str()
-                {
-                    client.call(
-                        "POST",
-                        &format!("/v1/reservations/{id}/release"),
-                        As::Service,
-                        None,
-                        &[],
-                    );
-                }
-                if i.is_multiple_of(5) {
-                    client.post(
-                        &format!("/v1/stock/{p}/adjustments"),
-                        As::Admin,
-                        json!({"adjustment": 1, "reason": "RESTOCK"}),
-                    );
-                }
-            }
-        });
+        let writer = s.spawn(|| crate::suite::trade_until(base_url, &products, &stop));
         // Killed three times while it publishes, each time started again at once: the
         // writes' entries reach the feed after FEED_DELAY, so the kills wait for that.
         std::thread::sleep(FEED_DELAY);

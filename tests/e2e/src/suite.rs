@@ -1018,6 +1018,38 @@ fn check_cloudevent(json: &Value) -> Result<Event> {
     Ok(event)
 }
 
+/// Trades on `products` in turn until `stop` is set, through the service at `base_url`: a
+/// one-unit reserve each round, every third reservation released, every fifth round a
+/// one-unit restock. Returns the number of rounds.
+pub fn trade_until(base_url: &str, products: &[String], stop: &AtomicBool) -> u64 {
+    let client = Client::new(base_url);
+    let mut rounds = 0u64;
+    while !stop.load(Ordering::SeqCst) {
+        rounds += 1;
+        let p = &products[rounds as usize % products.len()];
+        let r = client.reserve(json!({"product_id": p, "quantity": 1}));
+        if rounds.is_multiple_of(3)
+            && let Some(id) = r.body["reservation_id"].as_str()
+        {
+            client.call(
+                "POST",
+                &format!("/v1/reservations/{id}/release"),
+                As::Service,
+                None,
+                &[],
+            );
+        }
+        if rounds.is_multiple_of(5) {
+            client.post(
+                &format!("/v1/stock/{p}/adjustments"),
+                As::Admin,
+                json!({"adjustment": 1, "reason": "RESTOCK"}),
+            );
+        }
+    }
+    rounds
+}
+
 /// Every history event of a product, oldest first.
 pub fn history_of(c: &Client, p: &str) -> Result<Vec<Value>> {
     let mut events = Vec::new();
@@ -1078,43 +1110,23 @@ fn feed_under_writes(c: &Client) -> Result<()> {
     )?;
     stocked(c, &b, 1000)?;
     let stop = AtomicBool::new(false);
-    let writes = AtomicU64::new(0);
+    let products = [a.clone(), b.clone()];
     let mut served: Vec<Value> = Vec::new();
-    std::thread::scope(|s| -> Result<()> {
-        let writer = s.spawn(|| {
-            let client = Client::new(c.base());
-            let mut i = 0u64;
-            while !stop.load(Ordering::SeqCst) {
-                i += 1;
-                let p = if i.is_multiple_of(2) { &a } else { &b };
-                let r = client.reserve(json!({"product_id": p, "quantity": 1}));
-                if i.is_multiple_of(3)
-                    && let Some(id) = r.body["reservation_id"].as_str()
-                {
-                    client.call(
-                        "POST",
-                        &format!("/v1/reservations/{id}/release"),
-                        As::Service,
-                        None,
-                        &[],
-                    );
-                }
-                if i.is_multiple_of(5) {
-                    client.post(
-                        &format!("/v1/stock/{p}/adjustments"),
-                        As::Admin,
-                        json!({"adjustment": 1, "reason": "RESTOCK"}),
-                    );
-                }
-                writes.fetch_add(1, Ordering::SeqCst);
-            }
-        });
+    let writes = std::thread::scope(|s| -> Result<u64> {
+        let writer = s.spawn(|| trade_until(c.base(), &products, &stop));
+        // Long enough for the first writes to become final while writes go on.
         let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(3) {
+        while started.elapsed() < Duration::from_millis(FEED_DELAY_MS + 3_000) {
             served.extend(feed_page(c, None, &mut cursor, LIMIT)?);
         }
+        ensure!(
+            served
+                .iter()
+                .any(|e| e["subject"] == a.as_str() || e["subject"] == b.as_str()),
+            "none of the writes was served while they went on"
+        );
         stop.store(true, Ordering::SeqCst);
-        writer.join().expect("the writer thread panicked");
+        let writes = writer.join().expect("the writer thread panicked");
         // Every write has returned: once they are final and a page comes back short,
         // the feed has served them all.
         let stopped = Instant::now();
@@ -1124,7 +1136,7 @@ fn feed_under_writes(c: &Client) -> Result<()> {
             let short = page.len() < LIMIT;
             served.extend(page);
             if short && stopped.elapsed() > settled {
-                return Ok(());
+                return Ok(writes);
             }
             ensure!(
                 stopped.elapsed() < Duration::from_secs(120),
@@ -1135,10 +1147,7 @@ fn feed_under_writes(c: &Client) -> Result<()> {
             }
         }
     })?;
-    ensure!(
-        writes.load(Ordering::SeqCst) >= 10,
-        "the writer hardly wrote"
-    );
+    ensure!(writes >= 10, "the writer hardly wrote");
     let mut ids = BTreeSet::new();
     for e in &served {
         check_cloudevent(e)?;
