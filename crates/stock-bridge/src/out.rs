@@ -161,7 +161,8 @@ fn product_key(event: &Event) -> String {
 }
 
 /// Reads the page after `cursor` and produces its entries, returning once the broker has
-/// acknowledged all of them; `None` when the partition has nothing new.
+/// acknowledged all of them; `None` when the partition has nothing new and the cursor
+/// stays where it was.
 async fn publish_page(
     bridge: &Bridge,
     partition: u32,
@@ -172,7 +173,16 @@ async fn publish_page(
         .page(partition, cursor, bridge.config.page_size)
         .await?;
     if page.events.is_empty() {
-        return Ok(None);
+        // Caught up. The cursor may still have moved past slots that serve nothing (their
+        // product write died): keep it, or every poll would read them again, and more of
+        // them than a page visits would stall the partition.
+        return Ok(page
+            .next_after
+            .filter(|next| cursor != Some(next.as_str()))
+            .map(|next_after| Published {
+                entries: 0,
+                next_after,
+            }));
     }
     let next_after = page.next_after.ok_or(PageError::NoCursor)?;
     let entries = page.events.len() as u64;

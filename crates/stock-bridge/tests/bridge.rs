@@ -134,6 +134,39 @@ async fn out_publishes_every_entry_in_order_as_binary_cloudevents() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_follows_an_empty_page_whose_cursor_moved_past_slots_that_serve_nothing() {
+    let mock = mock();
+    let brokers = mock.bootstrap_servers();
+    let service = FakeService::start(2).await;
+    // Three pages' worth of dead slots before the entries: a bridge that kept its cursor
+    // on an empty page would ask for the first page for ever.
+    service.set_dead_slots(20);
+    fill_feed(&service, 2, 4, 5);
+    let total = 20;
+    let health = free_address();
+    let config = config(&brokers, &service, health, &["--mode=out", "--page-size=7"]);
+    let shutdown = CancellationToken::new();
+    let bridge = tokio::spawn(stock_bridge::run(config, shutdown.clone()));
+
+    let messages = read_topic(&brokers, EVENTS, total, 2 * SECOND, 60 * SECOND);
+    assert_eq!(messages.len(), total, "every entry exactly once");
+    let expected: HashMap<String, String> = (0..2)
+        .map(|p| (p.to_string(), service.last_cursor(p)))
+        .collect();
+    eventually("final positions", 20 * SECOND, || {
+        stored_positions(&brokers, 2) == expected
+    })
+    .await;
+
+    shutdown.cancel();
+    tokio::time::timeout(10 * SECOND, bridge)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_resumes_from_stored_positions_after_a_crash() {
     let mock = mock();
     let brokers = mock.bootstrap_servers();

@@ -46,6 +46,10 @@ struct FakeState {
     posts: Vec<Post>,
     /// Scripted answers by event id, used up front to back; 200 afterwards.
     answers: HashMap<String, VecDeque<u16>>,
+    /// Cursor positions at the start of every partition that serve nothing, like the
+    /// slots of product writes that died: a page moves past at most `limit` of them and
+    /// comes back empty with a moved cursor.
+    dead_slots: usize,
 }
 
 /// The fake stock service, serving on 127.0.0.1 until the test ends.
@@ -89,21 +93,33 @@ async fn feed(
     let Some(entries) = state.partitions.get(query.partition as usize) else {
         return problem("invalid_partition", "partition out of range");
     };
+    let dead = state.dead_slots;
     let start = match &query.after {
         None => 0,
         Some(after) => {
             let parsed = after
                 .strip_prefix(&format!("c{}-", query.partition))
                 .and_then(|n| n.parse::<usize>().ok())
-                .filter(|n| *n <= entries.len());
+                .filter(|n| *n <= dead + entries.len());
             match parsed {
                 Some(n) => n,
                 None => return problem("invalid_cursor", "unknown cursor"),
             }
         }
     };
-    let end = (start + query.limit.clamp(1, 500)).min(entries.len());
-    let events = entries[start..end].to_vec();
+    let limit = query.limit.clamp(1, 500);
+    if start < dead {
+        let past = (start + limit).min(dead);
+        return axum::Json(json!({
+            "partitions": count,
+            "partition": query.partition,
+            "events": [],
+            "next_after": cursor(query.partition, past),
+        }))
+        .into_response();
+    }
+    let end = (start + limit).min(dead + entries.len());
+    let events = entries[start - dead..end - dead].to_vec();
     let next_after = if events.is_empty() {
         query.after.clone()
     } else {
@@ -182,6 +198,11 @@ impl FakeService {
         self.state.lock().unwrap().partitions[partition].push(event);
     }
 
+    /// Puts `n` slots that serve nothing at the start of every partition.
+    pub fn set_dead_slots(&self, n: usize) {
+        self.state.lock().unwrap().dead_slots = n;
+    }
+
     /// Makes the next POSTs of event `id` answer these statuses, in turn.
     pub fn script(&self, id: &str, statuses: &[u16]) {
         self.state
@@ -205,8 +226,11 @@ impl FakeService {
 
     /// The cursor after the last entry of `partition`.
     pub fn last_cursor(&self, partition: usize) -> String {
-        let len = self.state.lock().unwrap().partitions[partition].len();
-        cursor(partition as u32, len)
+        let state = self.state.lock().unwrap();
+        cursor(
+            partition as u32,
+            state.dead_slots + state.partitions[partition].len(),
+        )
     }
 }
 

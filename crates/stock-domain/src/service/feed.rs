@@ -21,7 +21,7 @@
 //! that does not carry it (or does not exist), so it serves nothing.
 //!
 //! # Cost of one page
-//! One read of each partition head read; then, per slot visited, at most one page of
+//! One read of the head of each partition read; then, per slot visited, at most one page of
 //! slots, the product record, one read per entry served (none for entries the record
 //! still carries) and one to see where the slot ends. A page visits at most `limit` slots
 //! plus one per partition read, so its store calls are bounded by `limit`, whatever the
@@ -135,7 +135,8 @@ pub struct FeedPage {
     /// Oldest first: each partition's entries in its order; across partitions, slot by
     /// slot in the order they were filed.
     pub entries: Vec<HistoryEntry>,
-    /// The cursor to pass next time (the same as `after` when there was nothing new).
+    /// The cursor to pass next time: past every slot visited, so it can move even when
+    /// no entry was served (past slots whose product write died).
     pub next: FeedCursor,
     /// How many partitions the feed has.
     pub partitions: u64,
