@@ -107,7 +107,7 @@ fn each_product_is_served_by_one_partition_in_its_order_and_the_whole_feed_serve
 }
 
 #[test]
-fn entries_are_served_only_once_their_slot_is_final_and_an_empty_page_keeps_the_cursor() {
+fn entries_are_served_once_final_and_a_page_with_nothing_final_keeps_the_cursor() {
     let w = World::new();
     let svc = w.svc();
     let partition = indexes::feed_partition(&pid("p"), indexes::FEED_PARTITIONS);
