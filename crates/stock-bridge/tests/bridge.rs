@@ -125,12 +125,7 @@ async fn out_publishes_every_entry_in_order_as_binary_cloudevents() {
     assert_eq!(body["out"]["running"], json!(true));
     assert_eq!(body["in"]["enabled"], json!(false));
 
-    shutdown.cancel();
-    tokio::time::timeout(10 * SECOND, bridge)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    stop(&shutdown, bridge).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,12 +153,7 @@ async fn out_follows_an_empty_page_whose_cursor_moved_past_slots_that_serve_noth
     })
     .await;
 
-    shutdown.cancel();
-    tokio::time::timeout(10 * SECOND, bridge)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    stop(&shutdown, bridge).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -267,12 +257,7 @@ async fn out_resumes_from_stored_positions_after_a_crash() {
         );
     }
 
-    shutdown.cancel();
-    tokio::time::timeout(10 * SECOND, second)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    stop(&shutdown, second).await;
 }
 
 /// A CloudEvent for the cart topic, as a record in binary mode.
@@ -484,12 +469,7 @@ async fn in_posts_dead_letters_retries_and_commits_after_the_answer() {
     assert_eq!(body["in"]["counts"]["dead_lettered"], json!(2));
     assert_eq!(body["in"]["counts"]["retries"], json!(2));
 
-    shutdown.cancel();
-    tokio::time::timeout(10 * SECOND, bridge)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    stop(&shutdown, bridge).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,6 +17,8 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use stock_bridge::Config;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// One `GET /v1/events` the fake served.
 #[derive(Debug, Clone)]
@@ -107,20 +109,10 @@ async fn feed(
             }
         }
     };
-    let limit = query.limit.clamp(1, 500);
-    if start < dead {
-        let past = (start + limit).min(dead);
-        return axum::Json(json!({
-            "partitions": count,
-            "partition": query.partition,
-            "events": [],
-            "next_after": cursor(query.partition, past),
-        }))
-        .into_response();
-    }
-    let end = (start + limit).min(dead + entries.len());
-    let events = entries[start - dead..end - dead].to_vec();
-    let next_after = if events.is_empty() {
+    // A page visits at most `limit` positions: the dead ones first, then the entries.
+    let end = (start + query.limit.clamp(1, 500)).min(dead + entries.len());
+    let events = entries[start.saturating_sub(dead)..end.saturating_sub(dead)].to_vec();
+    let next_after = if end == start {
         query.after.clone()
     } else {
         Some(cursor(query.partition, end))
@@ -403,6 +395,16 @@ pub async fn healthz(address: SocketAddr) -> Option<(u16, Value)> {
         .ok()?;
     let status = response.status().as_u16();
     Some((status, response.json().await.ok()?))
+}
+
+/// Cancels `shutdown` and waits for the bridge to return `Ok`, at most 10 s.
+pub async fn stop(shutdown: &CancellationToken, bridge: JoinHandle<anyhow::Result<()>>) {
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), bridge)
+        .await
+        .expect("the bridge stops within 10 s")
+        .expect("the bridge task did not panic")
+        .expect("the bridge returns Ok");
 }
 
 /// Waits until `condition` holds, checking every 50 ms; panics with `what` after `limit`.
