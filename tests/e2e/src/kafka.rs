@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -520,6 +520,7 @@ pub fn round_trip(
     let stop = AtomicBool::new(false);
     let killed_after = Duration::from_millis(1_500);
     std::thread::scope(|s| -> Result<RoundTrip> {
+        let stop_writing = crate::suite::RaiseOnDrop(&stop);
         let writer = s.spawn(|| crate::suite::trade_until(base_url, &products, &stop));
         // Killed three times while it publishes, each time started again at once: the
         // writes' entries reach the feed after FEED_DELAY, so the kills wait for that.
@@ -531,7 +532,7 @@ pub fn round_trip(
             running = Bridge::start(&bin, &args)?;
         }
         std::thread::sleep(Duration::from_secs(2));
-        stop.store(true, Ordering::SeqCst);
+        drop(stop_writing);
         writer.join().expect("the writer thread panicked");
         std::thread::sleep(FEED_DELAY);
 

@@ -1050,6 +1050,18 @@ pub fn trade_until(base_url: &str, products: &[String], stop: &AtomicBool) -> u6
     rounds
 }
 
+/// Raises its flag when dropped. Made inside a `std::thread::scope` beside a writer that
+/// runs until the flag is up (`trade_until`), it stops the writer however the scope is
+/// left, an early `?` included: otherwise a failed check would leave the scope waiting
+/// for the writer for ever instead of failing.
+pub struct RaiseOnDrop<'a>(pub &'a AtomicBool);
+
+impl Drop for RaiseOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
 /// Every history event of a product, oldest first.
 pub fn history_of(c: &Client, p: &str) -> Result<Vec<Value>> {
     let mut events = Vec::new();
@@ -1108,6 +1120,7 @@ fn feed_under_writes(c: &Client) -> Result<()> {
     let products = [a.clone(), b.clone()];
     let mut served: Vec<Value> = Vec::new();
     let writes = std::thread::scope(|s| -> Result<u64> {
+        let stop_writing = RaiseOnDrop(&stop);
         let writer = s.spawn(|| trade_until(c.base(), &products, &stop));
         // Long enough for the first writes to become final while writes go on.
         let started = Instant::now();
@@ -1120,7 +1133,7 @@ fn feed_under_writes(c: &Client) -> Result<()> {
                 .any(|e| e["subject"] == a.as_str() || e["subject"] == b.as_str()),
             "none of the writes was served while they went on"
         );
-        stop.store(true, Ordering::SeqCst);
+        drop(stop_writing);
         let writes = writer.join().expect("the writer thread panicked");
         // Every write has returned: once they are final and a page comes back short,
         // the feed has served them all.
